@@ -1,0 +1,348 @@
+//! Verifying a bearer token against the configured keys and turning it into a [`Principal`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::keys::KeySet;
+use crate::{AuthConfig, AuthError, DevKeys, KeySource};
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Who presented a valid token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    /// The token's `sub`: the actor id recorded on events.
+    pub sub: String,
+    /// Roles from the configured roles claim, in token order, without duplicates.
+    pub roles: Vec<String>,
+    /// Teams from the configured teams claim; `*` means every team and is passed through.
+    pub teams: Vec<String>,
+}
+
+/// Verifies bearer tokens. Cheap to clone; `Send + Sync`, so one instance can serve every
+/// worker.
+#[derive(Clone)]
+pub struct Verifier {
+    config: Arc<AuthConfig>,
+    keys: Arc<KeySet>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.config)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Loads the keys and checks the configuration. Every problem with a key file or a
+    /// setting is reported here, at start-up, as a configuration error.
+    pub fn new(config: AuthConfig, source: KeySource) -> Result<Verifier, AuthError> {
+        config.validate()?;
+        let keys = match &source {
+            KeySource::PemFile(path) => KeySet::from_pem_file(path)?,
+            KeySource::JwksFile(path) => KeySet::from_jwks_file(path, config.allow_hs256)?,
+            KeySource::Hs256Secret(secret) => {
+                KeySet::from_hs256_secret(secret, config.allow_hs256)?
+            }
+            KeySource::DevKeyDir(dir) => KeySet::from_dev_keys(&DevKeys::load_or_create(dir)?),
+        };
+        Ok(Verifier {
+            config: Arc::new(config),
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Verifies the value of an `Authorization` header (`None` when the header is absent).
+    pub fn verify_authorization(
+        &self,
+        header: Option<&str>,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        self.verify(bearer_token(header)?, now)
+    }
+
+    /// Verifies a bearer token (the part after `Bearer `) at the unix time `now`.
+    ///
+    /// Order of checks: shape and header; the algorithm (`none` and unknown ones refused);
+    /// the key (by `kid`); the header's algorithm against the key's own (confusion refused);
+    /// the signature; then `exp` and `nbf` with the configured leeway, `iss`, `aud`, `sub`,
+    /// and the roles and teams claims. Nothing in the payload is looked at before the
+    /// signature has been checked.
+    pub fn verify(&self, bearer_token: &str, now: i64) -> Result<Principal, AuthError> {
+        if bearer_token.is_empty() {
+            return Err(AuthError::MalformedToken("the token is empty"));
+        }
+        if bearer_token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::MalformedToken("the token is too long"));
+        }
+        let header = TokenHeader::parse(bearer_token)?;
+        let entry = self.keys.select(header.kid.as_deref())?;
+        if header.alg != entry.alg {
+            return Err(AuthError::ForbiddenAlgorithm(algorithm_name(header.alg)));
+        }
+
+        // The library checks the signature and that the header's algorithm is the key's;
+        // time, issuer and audience are checked below against the caller's `now`.
+        let mut validation = Validation::new(entry.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(bearer_token, &entry.key, &validation)
+                .map_err(|err| match err.kind() {
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                        AuthError::ForbiddenAlgorithm(algorithm_name(header.alg))
+                    }
+                    ErrorKind::InvalidToken
+                    | ErrorKind::Base64(_)
+                    | ErrorKind::Json(_)
+                    | ErrorKind::Utf8(_) => {
+                        AuthError::MalformedToken("the token could not be decoded")
+                    }
+                    _ => AuthError::BadSignature,
+                })?;
+        self.principal_from_claims(&data.claims, now)
+    }
+
+    fn principal_from_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let now = i128::from(now);
+        let leeway = i128::from(self.config.leeway_seconds);
+
+        let exp = numeric_date(claims, "exp")?.ok_or_else(|| claim_error("exp"))?;
+        if now >= i128::from(exp) + leeway {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = numeric_date(claims, "nbf")? {
+            if now + leeway < i128::from(nbf) {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+
+        match claims.get("iss") {
+            Some(Value::String(iss)) if *iss == self.config.issuer => {}
+            _ => return Err(AuthError::WrongIssuer),
+        }
+        let audience = self.config.audience.as_str();
+        let audience_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => aud == audience,
+            Some(Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(AuthError::WrongAudience);
+        }
+
+        let sub = match claims.get("sub") {
+            Some(Value::String(sub)) if !sub.trim().is_empty() => sub.clone(),
+            _ => return Err(claim_error("sub")),
+        };
+        let roles = list_claim(claims, &self.config.roles_claim)?;
+        let teams = list_claim(claims, &self.config.teams_claim)?;
+        Ok(Principal { sub, roles, teams })
+    }
+}
+
+/// Takes the token out of an `Authorization` header value (`Bearer <token>`; the scheme is
+/// case-insensitive). `None` (no header) is [`AuthError::MissingCredentials`].
+pub fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
+    let value = header.ok_or(AuthError::MissingCredentials)?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::MalformedHeader)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || token.is_empty()
+        || token.contains(char::is_whitespace)
+    {
+        return Err(AuthError::MalformedHeader);
+    }
+    Ok(token)
+}
+
+/// The parts of the JOSE header needed before the signature is checked.
+struct TokenHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl TokenHeader {
+    fn parse(token: &str) -> Result<TokenHeader, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_payload), Some(_signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::MalformedToken(
+                "expected a signed JWT of three dot-separated parts",
+            ));
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| AuthError::MalformedToken("the header is not base64url"))?;
+        let Ok(Value::Object(header)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(AuthError::MalformedToken("the header is not a JSON object"));
+        };
+        if header.contains_key("crit") {
+            return Err(AuthError::MalformedToken(
+                "critical header parameters are not supported",
+            ));
+        }
+        let alg = match header.get("alg") {
+            Some(Value::String(alg)) if alg.eq_ignore_ascii_case("none") => {
+                return Err(AuthError::ForbiddenAlgorithm("none"));
+            }
+            Some(Value::String(alg)) => {
+                Algorithm::from_str(alg).map_err(|_| AuthError::UnsupportedAlgorithm)?
+            }
+            _ => return Err(AuthError::MalformedToken("the header has no `alg`")),
+        };
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => {
+                return Err(AuthError::MalformedToken(
+                    "the header `kid` is not a string",
+                ))
+            }
+        };
+        Ok(TokenHeader { alg, kid })
+    }
+}
+
+/// The JOSE name of an algorithm.
+pub(crate) fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+    }
+}
+
+fn claim_error(name: &str) -> AuthError {
+    AuthError::InvalidClaim(name.to_owned())
+}
+
+/// A NumericDate claim (seconds since the epoch; a fraction is truncated).
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => {
+            if let Some(seconds) = number.as_i64() {
+                Ok(Some(seconds))
+            } else {
+                match number.as_f64() {
+                    // `as` saturates, which is the wanted behaviour for absurd values.
+                    Some(seconds) if seconds.is_finite() => Ok(Some(seconds.trunc() as i64)),
+                    _ => Err(claim_error(name)),
+                }
+            }
+        }
+        Some(_) => Err(claim_error(name)),
+    }
+}
+
+/// A list claim: a JSON array of strings, or one string of names separated by spaces or
+/// commas. Missing or `null` is the empty list.
+fn list_claim(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, AuthError> {
+    let mut items: Vec<String> = Vec::new();
+    let mut push = |item: &str| {
+        let item = item.trim();
+        if !item.is_empty() && !items.iter().any(|existing| existing == item) {
+            items.push(item.to_owned());
+        }
+    };
+    match claims.get(name) {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .for_each(&mut push),
+        Some(Value::Array(values)) => {
+            for value in values {
+                push(value.as_str().ok_or_else(|| claim_error(name))?);
+            }
+        }
+        Some(_) => return Err(claim_error(name)),
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_is_parsed() {
+        assert_eq!(bearer_token(Some("Bearer abc.def.ghi")), Ok("abc.def.ghi"));
+        assert_eq!(bearer_token(Some("bearer   abc ")), Ok("abc"));
+        assert_eq!(bearer_token(None), Err(AuthError::MissingCredentials));
+        assert_eq!(bearer_token(Some("")), Err(AuthError::MalformedHeader));
+        assert_eq!(
+            bearer_token(Some("Bearer")),
+            Err(AuthError::MalformedHeader)
+        );
+        assert_eq!(
+            bearer_token(Some("Basic abc")),
+            Err(AuthError::MalformedHeader)
+        );
+        assert_eq!(
+            bearer_token(Some("Bearer a b")),
+            Err(AuthError::MalformedHeader)
+        );
+    }
+
+    #[test]
+    fn list_claims_accept_arrays_and_separated_strings() {
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "a": ["x", "y", "x", " "],
+            "b": "x, y  z,,",
+            "c": null,
+            "d": 5,
+            "e": ["x", 1],
+        }))
+        .unwrap();
+        assert_eq!(list_claim(&claims, "a").unwrap(), ["x", "y"]);
+        assert_eq!(list_claim(&claims, "b").unwrap(), ["x", "y", "z"]);
+        assert!(list_claim(&claims, "c").unwrap().is_empty());
+        assert!(list_claim(&claims, "missing").unwrap().is_empty());
+        assert_eq!(list_claim(&claims, "d"), Err(claim_error("d")));
+        assert_eq!(list_claim(&claims, "e"), Err(claim_error("e")));
+    }
+
+    #[test]
+    fn numeric_dates_accept_fractions() {
+        let claims: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"exp": 10.9, "nbf": "soon"})).unwrap();
+        assert_eq!(numeric_date(&claims, "exp"), Ok(Some(10)));
+        assert_eq!(numeric_date(&claims, "nbf"), Err(claim_error("nbf")));
+        assert_eq!(numeric_date(&claims, "iat"), Ok(None));
+    }
+}

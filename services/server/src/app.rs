@@ -1,0 +1,146 @@
+//! Building and running the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use rollgate_auth::Verifier;
+use rollgate_store::{Clock, EventStore, StoreOptions};
+
+use crate::config::{DatabaseArgs, ServeArgs};
+use crate::{health, observe};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    pub verifier: Verifier,
+    pub clock: Arc<dyn Clock>,
+    pub max_body_bytes: usize,
+    pub read_wait: Duration,
+}
+
+/// Opens the store behind `args`, applying pending migrations first.
+pub async fn open_store(
+    args: &DatabaseArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    let options = StoreOptions {
+        max_event_bytes: args.max_event_bytes,
+        max_connections: args.db_max_connections,
+        clock,
+        ..Default::default()
+    };
+    let url = args.database_url.as_str();
+    let store: Arc<dyn EventStore> = match rollgate_store::BackendKind::of_url(url)? {
+        rollgate_store::BackendKind::Postgres => {
+            let pool = rollgate_store::postgres_pool(
+                url,
+                options.max_connections,
+                &options.application_name,
+            )
+            .await?;
+            rollgate_schema::migrate(&rollgate_store::DatabasePool::Postgres(pool.clone())).await?;
+            Arc::new(rollgate_store::PgStore::with_pool(pool, options).await?)
+        }
+        rollgate_store::BackendKind::Sqlite => {
+            let pool = rollgate_store::sqlite_pool(url, options.max_connections).await?;
+            rollgate_schema::migrate(&rollgate_store::DatabasePool::Sqlite(pool.clone())).await?;
+            Arc::new(rollgate_store::SqliteStore::with_pool(pool, options).await?)
+        }
+    };
+    Ok(store)
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    state: web::Data<AppState>,
+    server: Server,
+}
+
+impl Application {
+    /// Opens the store, loads the keys, binds the listener.
+    pub async fn build(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = open_store(&args.database, clock.clone()).await?;
+        let verifier = Verifier::new(args.auth.auth_config(), args.auth.key_source())
+            .context("cannot set up token verification")?;
+        let state = web::Data::new(AppState {
+            store,
+            verifier,
+            clock,
+            max_body_bytes: args.max_body_bytes,
+            read_wait: Duration::from_millis(args.read_wait_ms),
+        });
+        let listener = TcpListener::bind(&args.listen)
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let port = listener.local_addr()?.port();
+        let metrics_listener = match &args.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+            ),
+            None => None,
+        };
+        let server = serve(state.clone(), listener, metrics_listener)?;
+        Ok(Self {
+            port,
+            state,
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn serve(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+) -> anyhow::Result<Server> {
+    let metrics_on_main = metrics_listener.is_none();
+    let main_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(main_state.clone())
+            .wrap(middleware::from_fn(observe::request_span))
+            .configure(|cfg| routes(cfg, metrics_on_main))
+    })
+    .listen(listener)?;
+    if let Some(ml) = metrics_listener {
+        let metrics_state = state.clone();
+        let metrics = HttpServer::new(move || {
+            App::new()
+                .app_data(metrics_state.clone())
+                .route("/metrics", web::get().to(observe::metrics))
+        })
+        .workers(1)
+        .listen(ml)?
+        .run();
+        tokio::spawn(metrics);
+    }
+    server = server.shutdown_timeout(10);
+    Ok(server.run())
+}
+
+/// Every route the server answers. The route-spec test compares this set with
+/// `api-spec/openapi.yaml`.
+pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+    if with_metrics {
+        cfg.route("/metrics", web::get().to(observe::metrics));
+    }
+}

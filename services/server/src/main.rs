@@ -1,0 +1,112 @@
+//! `rollgate`: the rollout governance server and its command-line tools.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use rollgate_server::config::{DatabaseArgs, ServeArgs};
+use rollgate_server::Application;
+use rollgate_store::{Clock, SystemClock};
+
+#[derive(Parser)]
+#[command(
+    name = "rollgate",
+    version,
+    about = "Rollout governance: plans, approvals, guardrails and an audit trail you can verify"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the HTTP server (SQLite at ./rollgate.db unless --database-url says otherwise).
+    Serve(Box<ServeArgs>),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Recompute the whole hash chain and print the verified head.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// A head exported earlier (`{"position":N,"hash":"…"}`); truncation or rewriting
+        /// behind it is reported.
+        #[arg(long)]
+        head: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rollgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rollgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder.json().with_current_span(true).init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Commands::Serve(args) => {
+            init_logs(&args.log_format);
+            let app = Application::build(&args, clock).await?;
+            tracing::info!(port = app.port(), "rollgate listening");
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Migrate(db) => {
+            rollgate_server::app::open_store(&db, clock).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Verify { database, head } => {
+            let exported = match head {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        anyhow::anyhow!("cannot read head file {}: {e}", path.display())
+                    })?;
+                    Some(
+                        serde_json::from_str::<rollgate_store::Head>(&text).map_err(|e| {
+                            anyhow::anyhow!("head file {} is not a head: {e}", path.display())
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let store = rollgate_server::app::open_store(&database, clock).await?;
+            let report = rollgate_store::verify(&*store, exported.as_ref()).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
