@@ -11,7 +11,8 @@ use rollgate_auth::Verifier;
 use rollgate_store::{Clock, EventStore, StoreOptions};
 
 use crate::config::{DatabaseArgs, ServeArgs};
-use crate::{health, observe};
+use crate::problem::Problem;
+use crate::{health, observe, policies, rollouts};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -116,7 +117,18 @@ fn serve(
         App::new()
             .app_data(main_state.clone())
             .wrap(middleware::from_fn(observe::request_span))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| Problem::not_found(e.to_string()).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| Problem::invalid_field("query", e.to_string()).into()),
+            )
             .configure(|cfg| routes(cfg, metrics_on_main))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(Problem::not_found("no such resource"))
+            }))
     })
     .listen(listener)?;
     if let Some(ml) = metrics_listener {
@@ -143,4 +155,59 @@ pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     if with_metrics {
         cfg.route("/metrics", web::get().to(observe::metrics));
     }
+    let r = "/v1/rollouts/{id}";
+    cfg.route("/v1/rollouts", web::post().to(rollouts::create))
+        .route(r, web::get().to(rollouts::get))
+        .route(&format!("{r}/plan"), web::put().to(rollouts::revise_plan))
+        .route(&format!("{r}/events"), web::get().to(rollouts::events))
+        .route(
+            &format!("{r}/readiness/{{item}}/sign-off"),
+            web::post().to(rollouts::sign_off),
+        )
+        .route(&format!("{r}/start"), web::post().to(rollouts::start))
+        .route(
+            &format!("{r}/advance-requests"),
+            web::post().to(rollouts::request_advance),
+        )
+        .route(
+            &format!("{r}/advance-requests/{{rid}}/approvals"),
+            web::post().to(rollouts::decide_request),
+        )
+        .route(
+            &format!("{r}/advance-requests/{{rid}}/withdraw"),
+            web::post().to(rollouts::withdraw),
+        )
+        .route(&format!("{r}/advance"), web::post().to(rollouts::advance))
+        .route(&format!("{r}/pause"), web::post().to(rollouts::pause))
+        .route(&format!("{r}/resume"), web::post().to(rollouts::resume))
+        .route(&format!("{r}/rollback"), web::post().to(rollouts::rollback))
+        .route(&format!("{r}/complete"), web::post().to(rollouts::complete))
+        .route(&format!("{r}/abort"), web::post().to(rollouts::abort))
+        .route(&format!("{r}/metrics"), web::post().to(rollouts::metrics))
+        .route(
+            &format!("{r}/deviations"),
+            web::post().to(rollouts::request_deviation),
+        )
+        .route(
+            "/v1/deviations/{did}/decision",
+            web::post().to(rollouts::decide_deviation),
+        )
+        .route(
+            &format!("{r}/decisions"),
+            web::post().to(rollouts::record_decision),
+        )
+        .route(&format!("{r}/notes"), web::post().to(rollouts::add_note))
+        .route(
+            &format!("{r}/timeline/annotations"),
+            web::post().to(rollouts::annotate),
+        )
+        .route("/v1/policies/{team}", web::put().to(policies::publish))
+        .route(
+            "/v1/policies/{team}/freezes",
+            web::post().to(policies::declare_freeze),
+        )
+        .route(
+            "/v1/policies/{team}/freezes/{fid}",
+            web::delete().to(policies::lift_freeze),
+        );
 }

@@ -25,6 +25,23 @@ enum Commands {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Print a development token signed with the local development key (`.rollgate/`).
+    Token {
+        /// The subject (`sub`): who the token speaks for.
+        #[arg(long)]
+        sub: String,
+        /// Roles, comma separated (release_manager, approver, sre, governance_admin, auditor, viewer, service).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Teams, comma separated (`*` = every team).
+        #[arg(long, value_delimiter = ',')]
+        teams: Vec<String>,
+        /// Lifetime, e.g. 90s, 15m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[command(flatten)]
+        auth: Box<rollgate_server::config::AuthArgs>,
+    },
     /// Recompute the whole hash chain and print the verified head.
     Verify {
         #[command(flatten)]
@@ -78,6 +95,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = Application::build(&args, clock).await?;
             tracing::info!(port = app.port(), "rollgate listening");
             app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Token {
+            sub,
+            roles,
+            teams,
+            ttl,
+            auth,
+        } => {
+            let keys = rollgate_auth::DevKeys::load_or_create(&auth.dev_key_dir)?;
+            let request = rollgate_auth::MintRequest {
+                sub,
+                roles,
+                teams,
+                ttl_seconds: rollgate_auth::parse_ttl(&ttl)?,
+                now: clock.now().timestamp(),
+                issuer: auth.jwt_issuer.clone(),
+                audience: auth.jwt_audience.clone(),
+            };
+            let token =
+                keys.mint_with_claim_names(request, &auth.roles_claim, &auth.teams_claim)?;
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Commands::Migrate(db) => {

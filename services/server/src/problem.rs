@@ -19,8 +19,27 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// A problem answer. Boxed so that `Result<_, Problem>` stays small on the happy path.
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+#[serde(transparent)]
+pub struct Problem(Box<ProblemDetails>);
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemDetails;
+    fn deref(&self) -> &ProblemDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemDetails {
+        &mut self.0
+    }
+}
+
+/// The RFC 9457 members, plus rollgate's extensions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemDetails {
     #[serde(rename = "type")]
     pub type_uri: String,
     pub title: String,
@@ -43,7 +62,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
-        Problem {
+        Problem(Box::new(ProblemDetails {
             type_uri: format!("urn:rollgate:problem:{slug}"),
             title: title.to_owned(),
             status: status.as_u16(),
@@ -53,7 +72,7 @@ impl Problem {
             errors: Vec::new(),
             current_version: None,
             retry_after: None,
-        }
+        }))
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {

@@ -1,0 +1,340 @@
+//! Running a command: load the stream, fold it, decide under the policy in force, append
+//! the events with the metadata rule R12 asks for, retry on a concurrent write while the
+//! command is still valid. Side effects happen only after the events are stored.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest};
+use rollgate_domain::{
+    decide, decide_policy, evolve, evolve_policy, Context, DomainError, ErrorKind, PolicyCommand,
+    PolicyContext, PolicyEvent, PolicySnapshot, PolicyState, RolloutCommand, RolloutEvent,
+    RolloutId, RolloutState, Team,
+};
+use rollgate_store::{
+    read_whole_stream, EventData, EventStore, ExpectedVersion, RecordedEvent, StoreError,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::observe::RequestId;
+use crate::problem::{FieldError, Problem};
+use crate::AppState;
+
+/// How many times a command is re-decided after losing a race to another writer.
+const MAX_ATTEMPTS: usize = 5;
+
+pub fn rollout_stream(id: &RolloutId) -> String {
+    format!("rollout-{id}")
+}
+
+pub fn policy_stream(team: &Team) -> String {
+    format!("policy-{team}")
+}
+
+/// What a successful write answers.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub stream_version: u64,
+    pub first_position: u64,
+    pub last_position: u64,
+    pub event_types: Vec<&'static str>,
+}
+
+impl Written {
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.stream_version)
+    }
+
+    pub fn body(&self, extra: Value) -> Value {
+        let mut body = json!({
+            "stream_version": self.stream_version,
+            "position": self.last_position,
+            "first_position": self.first_position,
+            "events": self.event_types,
+        });
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        body
+    }
+}
+
+/// The request facts every event records (R12).
+pub struct RequestMeta {
+    pub request_id: String,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn of(req: &HttpRequest) -> Self {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 128)
+                .map(str::to_owned)
+        };
+        RequestMeta {
+            correlation_id: header("x-correlation-id").unwrap_or_else(|| request_id.clone()),
+            causation_id: header("x-causation-id"),
+            request_id,
+        }
+    }
+}
+
+fn metadata(caller: &Caller, team: &Team, meta: &RequestMeta, policy_version: u64) -> Value {
+    json!({
+        "actor": { "id": caller.actor.id.as_str(), "roles": caller.actor.roles },
+        "team": team.as_str(),
+        "request_id": meta.request_id,
+        "correlation_id": meta.correlation_id,
+        "causation_id": meta.causation_id,
+        "policy_version": policy_version,
+    })
+}
+
+/// Maps a domain refusal to its problem: the rule travels in `rule`.
+pub fn domain_problem(e: DomainError) -> Problem {
+    let rule = e.rule().map(|r| r.id().to_owned());
+    let detail = e.to_string();
+    let p = match (e.kind(), e) {
+        (ErrorKind::Validation, DomainError::Validation(errors)) => Problem::validation(
+            errors
+                .0
+                .into_iter()
+                .map(|v| FieldError {
+                    field: v.field,
+                    message: v.message,
+                })
+                .collect(),
+        ),
+        (ErrorKind::Validation, _) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid request",
+            detail,
+        ),
+        (ErrorKind::Forbidden, _) => {
+            Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+        }
+        (ErrorKind::NotFound, _) => Problem::not_found("rollout not found"),
+        (ErrorKind::Conflict, _) if rule.is_some() => Problem::new(
+            StatusCode::CONFLICT,
+            "rule-refused",
+            "Refused by a governance rule",
+            detail,
+        ),
+        (ErrorKind::Conflict, _) => {
+            Problem::new(StatusCode::CONFLICT, "state-conflict", "Conflict", detail)
+        }
+    };
+    match rule {
+        Some(r) => p.with_rule(r),
+        None => p,
+    }
+}
+
+fn decode_rollout(e: &RecordedEvent) -> Result<RolloutEvent, Problem> {
+    RolloutEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone()).map_err(|err| {
+        tracing::error!(position = e.position, error = %err, "undecodable stored event");
+        Problem::internal()
+    })
+}
+
+/// A rollout's state from its stream, with the decoded events.
+pub async fn load_rollout(
+    store: &dyn EventStore,
+    id: &RolloutId,
+) -> Result<(RolloutState, Vec<RecordedEvent>, Vec<RolloutEvent>), Problem> {
+    let recorded = read_whole_stream(store, &rollout_stream(id)).await?;
+    let events = recorded
+        .iter()
+        .map(decode_rollout)
+        .collect::<Result<Vec<_>, _>>()?;
+    let state = RolloutState::from_events(&events);
+    Ok((state, recorded, events))
+}
+
+/// The team's policy stream folded.
+pub async fn load_policy(
+    store: &dyn EventStore,
+    team: &Team,
+) -> Result<(PolicyState, u64), Problem> {
+    let recorded = read_whole_stream(store, &policy_stream(team)).await?;
+    let mut state = PolicyState::default();
+    for e in &recorded {
+        let event = PolicyEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone())
+            .map_err(|err| {
+                tracing::error!(position = e.position, error = %err, "undecodable policy event");
+                Problem::internal()
+            })?;
+        state = evolve_policy(state, &event);
+    }
+    Ok((state, recorded.len() as u64))
+}
+
+/// The policy in force for `team` (defaults until one is published).
+async fn policy_snapshot(store: &dyn EventStore, team: &Team) -> Result<PolicySnapshot, Problem> {
+    Ok(load_policy(store, team).await?.0.snapshot())
+}
+
+/// Decides and appends one rollout command. `if_match` pins the stream version the client
+/// saw (plan revisions); without it a lost race is re-decided on the new state.
+pub async fn rollout_command(
+    state: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    id: &RolloutId,
+    if_match: Option<u64>,
+    command: RolloutCommand,
+) -> Result<Written, Problem> {
+    let creating = matches!(command, RolloutCommand::Create { .. });
+    for _ in 0..MAX_ATTEMPTS {
+        let (current, _, _) = load_rollout(&*state.store, id).await?;
+        let version = current.rollout().map(|r| r.version).unwrap_or(0);
+        if let Some(expected) = if_match {
+            if current.is_created() && expected != version {
+                return Err(precondition_failed(expected, version));
+            }
+        }
+        let team = match (&command, current.rollout()) {
+            (_, Some(r)) => r.team.clone(),
+            (RolloutCommand::Create { team, .. }, None) => team.clone(),
+            (_, None) => return Err(Problem::not_found("rollout not found").with_rule("R11")),
+        };
+        let ctx = Context {
+            actor: caller.actor.clone(),
+            now: state.clock.now(),
+            policy: policy_snapshot(&*state.store, &team).await?,
+        };
+        let events = decide(&current, command.clone(), &ctx).map_err(domain_problem)?;
+        let md = metadata(caller, &team, meta, ctx.policy.version);
+        let data: Vec<EventData> = events
+            .iter()
+            .map(|e| EventData {
+                id: Uuid::new_v4(),
+                event_type: e.event_type().to_owned(),
+                schema_version: e.schema_version(),
+                payload: e.payload(),
+                metadata: md.clone(),
+            })
+            .collect();
+        let expected = if creating {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        match state
+            .store
+            .append(&rollout_stream(id), expected, data)
+            .await
+        {
+            Ok(o) => {
+                return Ok(Written {
+                    stream_version: o.stream_version,
+                    first_position: o.first_position,
+                    last_position: o.last_position,
+                    event_types: events.iter().map(|e| e.event_type()).collect(),
+                })
+            }
+            Err(StoreError::WrongExpectedVersion { current, .. }) if if_match.is_some() => {
+                return Err(precondition_failed(if_match.unwrap_or(0), current));
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        "version-conflict",
+        "Version conflict",
+        "the rollout kept changing while this command was decided; retry",
+    ))
+}
+
+/// Decides and appends one policy command for `team`.
+pub async fn policy_command(
+    state: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    team: &Team,
+    command: PolicyCommand,
+) -> Result<Written, Problem> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (current, version) = load_policy(&*state.store, team).await?;
+        let ctx = PolicyContext {
+            actor: caller.actor.clone(),
+            now: state.clock.now(),
+            team: team.clone(),
+        };
+        let events = decide_policy(&current, command.clone(), &ctx).map_err(domain_problem)?;
+        let policy_version = events
+            .iter()
+            .find_map(|e| match e {
+                PolicyEvent::PolicyPublished { version, .. } => Some(*version),
+                _ => None,
+            })
+            .unwrap_or_else(|| current.snapshot().version);
+        let md = metadata(caller, team, meta, policy_version);
+        let data: Vec<EventData> = events
+            .iter()
+            .map(|e| EventData {
+                id: Uuid::new_v4(),
+                event_type: e.event_type().to_owned(),
+                schema_version: e.schema_version(),
+                payload: e.payload(),
+                metadata: md.clone(),
+            })
+            .collect();
+        match state
+            .store
+            .append(&policy_stream(team), ExpectedVersion::Exact(version), data)
+            .await
+        {
+            Ok(o) => {
+                return Ok(Written {
+                    stream_version: o.stream_version,
+                    first_position: o.first_position,
+                    last_position: o.last_position,
+                    event_types: events.iter().map(|e| e.event_type()).collect(),
+                })
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        "version-conflict",
+        "Version conflict",
+        "the policy kept changing while this command was decided; retry",
+    ))
+}
+
+fn precondition_failed(expected: u64, current: u64) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        "Precondition failed",
+        format!("If-Match names version {expected} but the rollout is at version {current}"),
+    );
+    p.current_version = Some(current);
+    p
+}
+
+/// Folds a rollout's events up to a position or a time (`as_of`), by replay.
+pub fn state_as_of(
+    events: &[(RecordedEvent, RolloutEvent)],
+    keep: impl Fn(&RecordedEvent) -> bool,
+) -> RolloutState {
+    events
+        .iter()
+        .take_while(|(r, _)| keep(r))
+        .fold(RolloutState::default(), |s, (_, e)| evolve(s, e))
+}

@@ -1,0 +1,217 @@
+//! Test harness: [`TestApp::spawn`] starts the real server on port 0 against a fresh
+//! database (PostgreSQL or SQLite), with a manual clock and its own development key.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use clap::Parser;
+use reqwest::{Method, StatusCode};
+use rollgate_auth::{DevKeys, MintRequest};
+use rollgate_server::config::ServeArgs;
+use rollgate_server::Application;
+use rollgate_store::{BackendKind, Clock, ManualClock};
+use rollgate_testkit::TestDb;
+use serde_json::Value;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub clock: Arc<ManualClock>,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    keys: DevKeys,
+    _key_dir: tempfile::TempDir,
+}
+
+/// A reply: status, headers, JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json answer with this status (and rule, if given).
+    pub fn assert_problem(&self, status: u16, rule: Option<&str>) -> &Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "not problem+json: {}",
+            self.body
+        );
+        assert!(self.body["type"].as_str().is_some_and(|t| !t.is_empty()));
+        assert_eq!(self.body["status"].as_u64(), Some(status as u64));
+        if let Some(rule) = rule {
+            assert_eq!(
+                self.body["rule"].as_str(),
+                Some(rule),
+                "body: {}",
+                self.body
+            );
+        }
+        self
+    }
+
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+}
+
+pub fn start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()
+}
+
+impl TestApp {
+    pub async fn spawn(kind: BackendKind) -> TestApp {
+        let db = TestDb::new(kind).await;
+        let key_dir = tempfile::tempdir().expect("key dir");
+        let args = Args::parse_from([
+            "rollgate",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+            "--dev-key-dir",
+            key_dir.path().to_str().unwrap(),
+            "--max-body-bytes",
+            "65536",
+            "--read-wait-ms",
+            "2000",
+        ]);
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let app = Application::build(&args.serve, clock.clone() as Arc<dyn Clock>)
+            .await
+            .expect("server starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        let keys = DevKeys::load_or_create(key_dir.path()).expect("dev keys");
+        TestApp {
+            address,
+            clock,
+            db,
+            client: reqwest::Client::new(),
+            keys,
+            _key_dir: key_dir,
+        }
+    }
+
+    /// A token for `sub` with these roles and teams, valid for an hour from the clock's now.
+    pub fn token(&self, sub: &str, roles: &[&str], teams: &[&str]) -> String {
+        self.keys
+            .mint(MintRequest {
+                sub: sub.to_owned(),
+                roles: roles.iter().map(|s| s.to_string()).collect(),
+                teams: teams.iter().map(|s| s.to_string()).collect(),
+                ttl_seconds: 3600,
+                now: self.clock.now().timestamp(),
+                issuer: "rollgate".into(),
+                audience: "rollgate".into(),
+            })
+            .expect("mint")
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut rb = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let res = rb.send().await.expect("request sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body read");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None, &[])
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(token), Some(&body), &[])
+            .await
+    }
+
+    /// The number of events in the log (to prove that refused requests wrote nothing).
+    pub async fn event_count(&self) -> u64 {
+        let store = self.db.store(Default::default()).await;
+        store.head().await.expect("head").position
+    }
+}
+
+/// Runs a test body against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(rollgate_store::BackendKind::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(rollgate_store::BackendKind::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+pub use rollgate_store::BackendKind as Backend;
+pub use serde_json::json;
+
+/// The example plan of the product brief, as a create body.
+pub fn example_create_body() -> Value {
+    serde_json::from_str(include_str!("../fixtures/create-rollout.json")).expect("fixture")
+}
