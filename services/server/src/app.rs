@@ -147,67 +147,53 @@ fn serve(
     Ok(server.run())
 }
 
-/// Every route the server answers. The route-spec test compares this set with
-/// `api-spec/openapi.yaml`.
+/// Declares the route table once: `ROUTES` (method, path) for the spec test, and
+/// `register` for the server.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// Every (method, path) the API answers; `api-spec/openapi.yaml` must list the same set.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($handler));)*
+        }
+    };
+}
+
+route_table! {
+    get "/healthz" => health::healthz,
+    get "/readyz" => health::readyz,
+    get "/openapi.yaml" => health::openapi,
+    post "/v1/rollouts" => rollouts::create,
+    get "/v1/rollouts/{id}" => rollouts::get,
+    put "/v1/rollouts/{id}/plan" => rollouts::revise_plan,
+    get "/v1/rollouts/{id}/events" => rollouts::events,
+    post "/v1/rollouts/{id}/readiness/{item}/sign-off" => rollouts::sign_off,
+    post "/v1/rollouts/{id}/start" => rollouts::start,
+    post "/v1/rollouts/{id}/advance-requests" => rollouts::request_advance,
+    post "/v1/rollouts/{id}/advance-requests/{rid}/approvals" => rollouts::decide_request,
+    post "/v1/rollouts/{id}/advance-requests/{rid}/withdraw" => rollouts::withdraw,
+    post "/v1/rollouts/{id}/advance" => rollouts::advance,
+    post "/v1/rollouts/{id}/pause" => rollouts::pause,
+    post "/v1/rollouts/{id}/resume" => rollouts::resume,
+    post "/v1/rollouts/{id}/rollback" => rollouts::rollback,
+    post "/v1/rollouts/{id}/complete" => rollouts::complete,
+    post "/v1/rollouts/{id}/abort" => rollouts::abort,
+    post "/v1/rollouts/{id}/metrics" => rollouts::metrics,
+    post "/v1/rollouts/{id}/deviations" => rollouts::request_deviation,
+    post "/v1/deviations/{did}/decision" => rollouts::decide_deviation,
+    post "/v1/rollouts/{id}/decisions" => rollouts::record_decision,
+    post "/v1/rollouts/{id}/notes" => rollouts::add_note,
+    post "/v1/rollouts/{id}/timeline/annotations" => rollouts::annotate,
+    put "/v1/policies/{team}" => policies::publish,
+    post "/v1/policies/{team}/freezes" => policies::declare_freeze,
+    delete "/v1/policies/{team}/freezes/{fid}" => policies::lift_freeze,
+}
+
+/// Every route the server answers. `/metrics` is here unless it has an address of its own.
 pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+    register(cfg);
     if with_metrics {
         cfg.route("/metrics", web::get().to(observe::metrics));
     }
-    let r = "/v1/rollouts/{id}";
-    cfg.route("/v1/rollouts", web::post().to(rollouts::create))
-        .route(r, web::get().to(rollouts::get))
-        .route(&format!("{r}/plan"), web::put().to(rollouts::revise_plan))
-        .route(&format!("{r}/events"), web::get().to(rollouts::events))
-        .route(
-            &format!("{r}/readiness/{{item}}/sign-off"),
-            web::post().to(rollouts::sign_off),
-        )
-        .route(&format!("{r}/start"), web::post().to(rollouts::start))
-        .route(
-            &format!("{r}/advance-requests"),
-            web::post().to(rollouts::request_advance),
-        )
-        .route(
-            &format!("{r}/advance-requests/{{rid}}/approvals"),
-            web::post().to(rollouts::decide_request),
-        )
-        .route(
-            &format!("{r}/advance-requests/{{rid}}/withdraw"),
-            web::post().to(rollouts::withdraw),
-        )
-        .route(&format!("{r}/advance"), web::post().to(rollouts::advance))
-        .route(&format!("{r}/pause"), web::post().to(rollouts::pause))
-        .route(&format!("{r}/resume"), web::post().to(rollouts::resume))
-        .route(&format!("{r}/rollback"), web::post().to(rollouts::rollback))
-        .route(&format!("{r}/complete"), web::post().to(rollouts::complete))
-        .route(&format!("{r}/abort"), web::post().to(rollouts::abort))
-        .route(&format!("{r}/metrics"), web::post().to(rollouts::metrics))
-        .route(
-            &format!("{r}/deviations"),
-            web::post().to(rollouts::request_deviation),
-        )
-        .route(
-            "/v1/deviations/{did}/decision",
-            web::post().to(rollouts::decide_deviation),
-        )
-        .route(
-            &format!("{r}/decisions"),
-            web::post().to(rollouts::record_decision),
-        )
-        .route(&format!("{r}/notes"), web::post().to(rollouts::add_note))
-        .route(
-            &format!("{r}/timeline/annotations"),
-            web::post().to(rollouts::annotate),
-        )
-        .route("/v1/policies/{team}", web::put().to(policies::publish))
-        .route(
-            "/v1/policies/{team}/freezes",
-            web::post().to(policies::declare_freeze),
-        )
-        .route(
-            "/v1/policies/{team}/freezes/{fid}",
-            web::delete().to(policies::lift_freeze),
-        );
 }

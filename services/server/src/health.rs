@@ -22,3 +22,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     }
 }
+
+/// The API contract, as served to clients.
+pub const OPENAPI_YAML: &str = include_str!("../../../api-spec/openapi.yaml");
+
+/// `GET /openapi.yaml`.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(OPENAPI_YAML)
+}
