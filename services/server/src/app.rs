@@ -8,7 +8,9 @@ use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use rollgate_auth::Verifier;
-use rollgate_store::{Clock, EventStore, StoreOptions};
+use rollgate_store::{AppendObserver, Clock, EventStore, StoreOptions};
+
+use crate::metrics::Metrics;
 
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::problem::Problem;
@@ -21,17 +23,20 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub max_body_bytes: usize,
     pub read_wait: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Opens the store behind `args`, applying pending migrations first.
 pub async fn open_store(
     args: &DatabaseArgs,
     clock: Arc<dyn Clock>,
+    observer: Option<Arc<dyn AppendObserver>>,
 ) -> anyhow::Result<Arc<dyn EventStore>> {
     let options = StoreOptions {
         max_event_bytes: args.max_event_bytes,
         max_connections: args.db_max_connections,
         clock,
+        observer,
         ..Default::default()
     };
     let url = args.database_url.as_str();
@@ -65,7 +70,13 @@ pub struct Application {
 impl Application {
     /// Opens the store, loads the keys, binds the listener.
     pub async fn build(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = open_store(&args.database, clock.clone()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let store = open_store(
+            &args.database,
+            clock.clone(),
+            Some(metrics.clone() as Arc<dyn AppendObserver>),
+        )
+        .await?;
         let verifier = Verifier::new(args.auth.auth_config(), args.auth.key_source())
             .context("cannot set up token verification")?;
         let state = web::Data::new(AppState {
@@ -74,6 +85,7 @@ impl Application {
             clock,
             max_body_bytes: args.max_body_bytes,
             read_wait: Duration::from_millis(args.read_wait_ms),
+            metrics,
         });
         let listener = TcpListener::bind(&args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod execute;
 pub mod health;
 pub mod idempotency;
+pub mod metrics;
 pub mod observe;
 pub mod policies;
 pub mod problem;

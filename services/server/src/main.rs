@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Migrate(db) => {
-            rollgate_server::app::open_store(&db, clock).await?;
+            rollgate_server::app::open_store(&db, clock, None).await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -138,7 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let store = rollgate_server::app::open_store(&database, clock).await?;
+            refuse_missing_sqlite_file(&database.database_url)?;
+            let store = rollgate_server::app::open_store(&database, clock, None).await?;
             let report = rollgate_store::verify(&*store, exported.as_ref()).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(if report.is_ok() {
@@ -147,5 +148,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+    }
+}
+
+/// Verifying a SQLite file that does not exist would create an empty, "valid" log: a
+/// mistyped path must be an error instead.
+fn refuse_missing_sqlite_file(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        Ok(())
+    } else {
+        anyhow::bail!("no database at {path}: nothing to verify")
     }
 }

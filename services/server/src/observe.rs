@@ -4,7 +4,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
+
+use crate::AppState;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -35,6 +37,15 @@ pub async fn request_span(
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        state
+            .metrics
+            .observe_request(&route, &method, status, elapsed);
+    }
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -50,8 +61,8 @@ pub async fn request_span(
 }
 
 /// `GET /metrics` in the Prometheus text format.
-pub async fn metrics() -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(String::new())
+        .body(state.metrics.render())
 }

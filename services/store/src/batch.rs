@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::chain::chain_hash;
 use crate::clock::Clock;
 use crate::{
-    AppendOutcome, EventData, ExpectedVersion, FailPoints, Head, RecordedEvent, StoreError,
-    StoreOptions,
+    AppendObserver, AppendOutcome, EventData, ExpectedVersion, FailPoints, Head, RecordedEvent,
+    StoreError, StoreOptions,
 };
 
 /// One caller's append.
@@ -71,6 +72,7 @@ impl Committer {
             backend,
             clock: options.clock.clone(),
             fail_points: options.fail_points.clone(),
+            observer: options.observer.clone(),
             max_requests: options.max_batch_requests.max(1),
             max_events: options.max_batch_events.max(1),
             head_signal,
@@ -147,6 +149,7 @@ struct Worker<B> {
     backend: B,
     clock: Arc<dyn Clock>,
     fail_points: Arc<Mutex<FailPoints>>,
+    observer: Option<Arc<dyn AppendObserver>>,
     max_requests: usize,
     max_events: usize,
     head_signal: Arc<watch::Sender<u64>>,
@@ -168,9 +171,18 @@ impl<B: Backend> Worker<B> {
             }
             let requests: Vec<&AppendRequest> = batch.iter().map(|p| &p.request).collect();
             let span = tracing::debug_span!("append_batch", requests = requests.len(), events);
-            let _enter = span.enter();
-            match self.commit_batch(&requests).await {
+            let started = std::time::Instant::now();
+            match self.commit_batch(&requests).instrument(span).await {
                 Ok((results, head)) => {
+                    if let Some(o) = &self.observer {
+                        let written = requests
+                            .iter()
+                            .zip(&results)
+                            .filter(|(_, r)| r.is_ok())
+                            .map(|(q, _)| q.events.len())
+                            .sum();
+                        o.batch_committed(requests.len(), written, started.elapsed());
+                    }
                     self.head_signal.send_if_modified(|known| {
                         let moved = head > *known;
                         if moved {

@@ -29,7 +29,8 @@ pub use error::StoreError;
 pub use postgres::{pool as postgres_pool, PgStore};
 pub use sqlite::{pool as sqlite_pool, SqliteStore};
 pub use types::{
-    AppendOutcome, EventData, ExpectedVersion, FailPoints, Head, RecordedEvent, StoreOptions,
+    AppendObserver, AppendOutcome, EventData, ExpectedVersion, FailPoints, Head, RecordedEvent,
+    StoreOptions,
 };
 pub use verify::{verify, VerifyReport};
 

@@ -75,7 +75,9 @@ pub async fn pool(
 ) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
-        .application_name(application_name);
+        .application_name(application_name)
+        // Durable acknowledgement does not depend on the server's default.
+        .options([("synchronous_commit", "on")]);
     PgPoolOptions::new()
         .max_connections(max_connections.max(2))
         .acquire_timeout(Duration::from_secs(10))

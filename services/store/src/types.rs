@@ -98,6 +98,11 @@ pub struct FailPoints {
     pub rollback_instead_of_commit: bool,
 }
 
+/// Told about every committed batch (the server turns this into Prometheus metrics).
+pub trait AppendObserver: Send + Sync + 'static {
+    fn batch_committed(&self, requests: usize, events: usize, elapsed: Duration);
+}
+
 /// Tunables shared by both backends.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -115,6 +120,8 @@ pub struct StoreOptions {
     pub clock: Arc<dyn Clock>,
     /// Test hooks; empty in production.
     pub fail_points: Arc<Mutex<FailPoints>>,
+    /// Optional observer of committed batches.
+    pub observer: Option<Arc<dyn AppendObserver>>,
 }
 
 impl Default for StoreOptions {
@@ -127,6 +134,7 @@ impl Default for StoreOptions {
             application_name: "rollgate".to_owned(),
             clock: Arc::new(SystemClock),
             fail_points: Arc::new(Mutex::new(FailPoints::default())),
+            observer: None,
         }
     }
 }
