@@ -33,6 +33,16 @@ pub struct PgStore {
     committer: Committer,
     head_signal: Arc<watch::Sender<u64>>,
     max_event_bytes: usize,
+    _listener: AbortOnDrop,
+}
+
+/// Stops the commit listener (and closes its connection) when the store is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl PgStore {
@@ -48,7 +58,7 @@ impl PgStore {
             .fetch_one(&pool)
             .await?;
         let head_signal = Arc::new(watch::channel(head as u64).0);
-        spawn_listener(pool.clone(), Arc::downgrade(&head_signal)).await?;
+        let listener = spawn_listener(pool.clone(), Arc::downgrade(&head_signal)).await?;
         let committer = Committer::spawn(
             PgBackend { pool: pool.clone() },
             &options,
@@ -59,6 +69,7 @@ impl PgStore {
             committer,
             head_signal,
             max_event_bytes: options.max_event_bytes,
+            _listener: AbortOnDrop(listener),
         })
     }
 
@@ -87,10 +98,13 @@ pub async fn pool(
 }
 
 /// Relays commits of every process to the head signal; ends once the store is dropped.
-async fn spawn_listener(pool: PgPool, signal: Weak<watch::Sender<u64>>) -> Result<(), StoreError> {
+async fn spawn_listener(
+    pool: PgPool,
+    signal: Weak<watch::Sender<u64>>,
+) -> Result<tokio::task::AbortHandle, StoreError> {
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let received = listener.recv().await;
             let Some(signal) = signal.upgrade() else {
@@ -115,7 +129,7 @@ async fn spawn_listener(pool: PgPool, signal: Weak<watch::Sender<u64>>) -> Resul
             }
         }
     });
-    Ok(())
+    Ok(task.abort_handle())
 }
 
 struct PgBackend {
