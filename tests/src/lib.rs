@@ -1,15 +1,17 @@
 //! Test harness: [`TestApp::spawn`] starts the real server on port 0 against a fresh
 //! database (PostgreSQL or SQLite), with a manual clock and its own development key.
 
+pub mod flow;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use clap::Parser;
 use reqwest::{Method, StatusCode};
-use rollgate_auth::{DevKeys, MintRequest};
+use rollgate_auth::DevKeys;
 use rollgate_server::config::ServeArgs;
 use rollgate_server::Application;
-use rollgate_store::{BackendKind, Clock, ManualClock};
+use rollgate_store::{BackendKind, Clock, EventStore, ManualClock};
 use rollgate_testkit::TestDb;
 use serde_json::Value;
 
@@ -22,6 +24,9 @@ struct Args {
 pub struct TestApp {
     pub address: String,
     pub clock: Arc<ManualClock>,
+    /// A store of its own on the test database, opened on first use by [`TestApp::event_count`]
+    /// (declared before `db` so that it closes before the database is dropped).
+    store: tokio::sync::OnceCell<Arc<dyn EventStore>>,
     pub db: TestDb,
     pub client: reqwest::Client,
     keys: DevKeys,
@@ -110,6 +115,7 @@ impl TestApp {
         TestApp {
             address,
             clock,
+            store: tokio::sync::OnceCell::new(),
             db,
             client: reqwest::Client::new(),
             keys,
@@ -130,6 +136,25 @@ impl TestApp {
                 audience: "rollgate".into(),
             })
             .expect("mint")
+    }
+
+    /// A token from the server's development key with every claim chosen by the caller
+    /// (expired, not yet valid, another audience or issuer...).
+    pub fn mint(&self, request: MintRequest) -> String {
+        self.keys.mint(request).expect("mint")
+    }
+
+    /// The claims [`TestApp::token`] would mint, to alter one of them before [`TestApp::mint`].
+    pub fn mint_request(&self, sub: &str, roles: &[&str], teams: &[&str]) -> MintRequest {
+        MintRequest {
+            sub: sub.to_owned(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            teams: teams.iter().map(|s| s.to_string()).collect(),
+            ttl_seconds: 3600,
+            now: self.clock.now().timestamp(),
+            issuer: "rollgate".into(),
+            audience: "rollgate".into(),
+        }
     }
 
     pub fn advance_clock(&self, by: Duration) {
@@ -156,7 +181,36 @@ impl TestApp {
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
-        let res = rb.send().await.expect("request sent");
+        Self::reply(rb.send().await.expect("request sent")).await
+    }
+
+    /// A request with a raw body and an explicit (or no) Content-Type.
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut rb = self
+            .client
+            .request(method, format!("{}{}", self.address, path))
+            .body(body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            rb = rb.header("content-type", ct);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Self::reply(rb.send().await.expect("request sent")).await
+    }
+
+    async fn reply(res: reqwest::Response) -> Reply {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.bytes().await.expect("body read");
@@ -166,6 +220,29 @@ impl TestApp {
             headers,
             body,
         }
+    }
+
+    /// Sends a request that must be refused with this status (and rule), as
+    /// problem+json, without writing any event. Returns the refusal.
+    pub async fn refused(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        status: u16,
+        rule: Option<&str>,
+    ) -> Reply {
+        let before = self.event_count().await;
+        let reply = self.request(method, path, token, body, &[]).await;
+        reply.assert_problem(status, rule);
+        assert_eq!(
+            self.event_count().await,
+            before,
+            "a refused request wrote events: {}",
+            reply.body
+        );
+        reply
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -180,7 +257,12 @@ impl TestApp {
 
     /// The number of events in the log (to prove that refused requests wrote nothing).
     pub async fn event_count(&self) -> u64 {
-        let store = self.db.store(Default::default()).await;
+        // One store for the whole test: every store opened on PostgreSQL holds connections
+        // (a LISTEN among them) for a while after it is dropped.
+        let store = self
+            .store
+            .get_or_init(|| self.db.store(Default::default()))
+            .await;
         store.head().await.expect("head").position
     }
 }
@@ -208,6 +290,7 @@ macro_rules! both_backends {
     };
 }
 
+pub use rollgate_auth::MintRequest;
 pub use rollgate_store::BackendKind as Backend;
 pub use serde_json::json;
 

@@ -70,6 +70,10 @@ async fn read_limited(req: &HttpRequest, payload: &mut Payload) -> Result<web::B
 
 /// Parses JSON, naming the path of the offending field.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
+    // Syntax first: a body that is not one JSON document (truncated, trailing bytes) is
+    // malformed (400) whatever its fields would have said.
+    serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+        .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
     let de = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

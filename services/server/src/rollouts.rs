@@ -118,6 +118,12 @@ pub async fn create(
                 .collect(),
         )
     })?;
+    // R11 answers 404 for a team outside the caller's teams, as for policies.
+    if let RolloutCommand::Create { team, .. } = &command {
+        if !caller.may_see(team) {
+            return Err(Problem::not_found("team not found").with_rule("R11"));
+        }
+    }
     run(
         Call {
             state: &state,
@@ -567,11 +573,16 @@ pub async fn decide_deviation(
     path: web::Path<String>,
     body: Json<DeviationDecisionBody>,
 ) -> Result<HttpResponse, Problem> {
-    let not_found = || Problem::not_found("deviation not found");
+    // R11: another team's deviation answers exactly as one that does not exist.
+    let not_found = || Problem::not_found("deviation not found").with_rule("R11");
     let deviation_id = DeviationId::parse(&path).map_err(|_| not_found())?;
     let id = deviation_rollout(&state, &deviation_id)
         .await?
         .ok_or_else(not_found)?;
+    let (current, _, _) = load_rollout(&*state.store, &id).await?;
+    if !current.rollout().is_some_and(|r| caller.may_see(&r.team)) {
+        return Err(not_found());
+    }
     let comment = body.value.comment;
     let command = match body.value.decision {
         DeviationVerdict::Grant => RolloutCommand::GrantDeviation {

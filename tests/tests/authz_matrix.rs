@@ -1,0 +1,492 @@
+//! Who may call which write endpoint: every write endpoint × every role, plus no token and
+//! a token for another team. Each cell gets a rollout in a state where the call makes
+//! sense, so an allowed call succeeds (2xx and new events) and a denied one is refused with
+//! its status and rule (401 unauthenticated, 403 with `R1`/`R7`/`R8`/`R10`/`permission`,
+//! 404 with `R11`) and writes nothing.
+//!
+//! The whole matrix runs on SQLite; a subset of its rows runs on PostgreSQL as well.
+
+use chrono::Duration;
+use reqwest::Method;
+use rollgate_e2e::flow::{
+    approve, ok, readings, request_advance, rfc3339, sign_off, try_advance, Person, ALICE, BOB,
+    GINA, SAM,
+};
+use rollgate_e2e::{json, Backend, TestApp};
+use rollgate_store::Clock;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    ReleaseManager,
+    Approver,
+    Sre,
+    GovernanceAdmin,
+    Auditor,
+    Viewer,
+    Service,
+    NoToken,
+    OtherTeam,
+}
+
+use Who::*;
+
+const EVERYONE: [Who; 9] = [
+    ReleaseManager,
+    Approver,
+    Sre,
+    GovernanceAdmin,
+    Auditor,
+    Viewer,
+    Service,
+    NoToken,
+    OtherTeam,
+];
+
+impl Who {
+    /// The caller of the cell; never one of the people who set the state up (so the
+    /// release manager here is not the requester of the advance being approved).
+    fn person(self) -> Option<Person> {
+        let web: &'static [&'static str] = &["web"];
+        let (sub, roles, teams): (&'static str, &'static [&'static str], _) = match self {
+            ReleaseManager => ("m-release-manager", &["release_manager"], web),
+            Approver => ("m-approver", &["approver"], web),
+            Sre => ("m-sre", &["sre"], web),
+            GovernanceAdmin => ("m-governance-admin", &["governance_admin"], web),
+            Auditor => ("m-auditor", &["auditor"], web),
+            Viewer => ("m-viewer", &["viewer"], web),
+            Service => ("m-service", &["service"], web),
+            NoToken => return None,
+            OtherTeam => (
+                "m-other-team",
+                &[
+                    "release_manager",
+                    "approver",
+                    "sre",
+                    "governance_admin",
+                    "service",
+                ],
+                &["api"],
+            ),
+        };
+        Some(Person { sub, roles, teams })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Create,
+    RevisePlan,
+    SignOffReleaseItem,
+    SignOffSreItem,
+    Start,
+    RequestAdvance,
+    Approve,
+    Reject,
+    Withdraw,
+    Advance,
+    Pause,
+    Resume,
+    Rollback,
+    Complete,
+    Abort,
+    Metrics,
+    RequestDeviation,
+    DecideDeviation,
+    RecordDecision,
+    AddNote,
+    Annotate,
+    PublishPolicy,
+    DeclareFreeze,
+    LiftFreeze,
+}
+
+use Endpoint::*;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Expect {
+    Allow,
+    Deny(u16, Option<&'static str>),
+}
+
+/// The matrix itself.
+fn expected(ep: Endpoint, who: Who) -> Expect {
+    let allowed: &[Who] = match ep {
+        Create | RevisePlan | SignOffReleaseItem | Start | RequestAdvance | Withdraw | Advance
+        | Complete | Abort | AddNote => &[ReleaseManager],
+        SignOffSreItem => &[Sre],
+        // Stage `last` names approver and sre in its quorum rules.
+        Approve | Reject => &[Approver, Sre],
+        Pause | Resume | Rollback => &[ReleaseManager, Sre],
+        Metrics => &[ReleaseManager, Sre, Service],
+        RequestDeviation => &[ReleaseManager, Sre, Approver],
+        DecideDeviation | PublishPolicy | DeclareFreeze | LiftFreeze => &[GovernanceAdmin],
+        RecordDecision | Annotate => &[ReleaseManager, Approver, Sre, GovernanceAdmin],
+    };
+    match who {
+        NoToken => Expect::Deny(401, None),
+        OtherTeam => Expect::Deny(404, Some("R11")),
+        Auditor | Viewer => Expect::Deny(403, Some("R10")),
+        _ if allowed.contains(&who) => Expect::Allow,
+        _ => Expect::Deny(
+            403,
+            Some(match ep {
+                Approve | Reject => "R1",
+                Rollback => "R7",
+                DecideDeviation => "R8",
+                _ => "permission",
+            }),
+        ),
+    }
+}
+
+/// Two stages without soak or criteria, and a readiness checklist with one item for the
+/// release manager and one for the SRE.
+fn create_body() -> Value {
+    json!({
+        "feature_key": "matrix-flag",
+        "title": "Authorization matrix",
+        "team": "web",
+        "plan": {
+            "owner": "alice",
+            "stages": [
+                {"name": "first", "audience": {"percentage": 10}, "min_soak_seconds": 0,
+                 "approvals": [{"roles": ["approver"], "count": 1}]},
+                {"name": "last", "audience": {"percentage": 100}, "min_soak_seconds": 0,
+                 "approvals": [{"roles": ["approver"], "count": 1}, {"roles": ["sre"], "count": 1}]},
+            ],
+            "readiness_checklist": [
+                {"key": "qa", "title": "QA done", "owner_role": "release_manager"},
+                {"key": "runbook", "title": "Runbook", "owner_role": "sre"},
+            ],
+        },
+    })
+}
+
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn post(path: String, body: Value) -> Call {
+    Call {
+        method: Method::POST,
+        path,
+        body: Some(body),
+        headers: Vec::new(),
+    }
+}
+
+async fn draft(app: &TestApp) -> String {
+    let r = app
+        .post("/v1/rollouts", &ALICE.token(app), create_body())
+        .await;
+    r.assert_status(201);
+    r.body["rollout_id"].as_str().unwrap().to_owned()
+}
+
+async fn ready(app: &TestApp) -> String {
+    let id = draft(app).await;
+    sign_off(app, &id, "qa", ALICE).await;
+    sign_off(app, &id, "runbook", SAM).await;
+    id
+}
+
+async fn running(app: &TestApp) -> String {
+    let id = ready(app).await;
+    ok(
+        app,
+        Method::POST,
+        &format!("/v1/rollouts/{id}/start"),
+        ALICE,
+        json!({}),
+    )
+    .await;
+    id
+}
+
+/// Running with an open request for stage `last`, approved by its whole quorum.
+async fn approved(app: &TestApp) -> (String, String) {
+    let id = running(app).await;
+    let rid = request_advance(app, &id).await;
+    approve(app, &id, &rid, BOB).await;
+    approve(app, &id, &rid, SAM).await;
+    (id, rid)
+}
+
+/// Sets the state up for one cell and answers the call to make.
+async fn prepare(app: &TestApp, ep: Endpoint) -> Call {
+    let r = |id: &str, rest: &str| format!("/v1/rollouts/{id}{rest}");
+    let reason = json!({"reason": "matrix"});
+    match ep {
+        Create => post("/v1/rollouts".into(), create_body()),
+        RevisePlan => {
+            let id = draft(app).await;
+            Call {
+                method: Method::PUT,
+                path: r(&id, "/plan"),
+                body: Some(json!({"plan": create_body()["plan"]})),
+                headers: vec![("if-match", "\"1\"".to_owned())],
+            }
+        }
+        SignOffReleaseItem => post(r(&draft(app).await, "/readiness/qa/sign-off"), json!({})),
+        SignOffSreItem => post(
+            r(&draft(app).await, "/readiness/runbook/sign-off"),
+            json!({}),
+        ),
+        Start => post(r(&ready(app).await, "/start"), json!({})),
+        RequestAdvance => post(r(&running(app).await, "/advance-requests"), json!({})),
+        Approve | Reject => {
+            let id = running(app).await;
+            let rid = request_advance(app, &id).await;
+            let body = if ep == Approve {
+                json!({"decision": "approve", "comment": "ok"})
+            } else {
+                json!({"decision": "reject", "comment": "not yet"})
+            };
+            post(r(&id, &format!("/advance-requests/{rid}/approvals")), body)
+        }
+        Withdraw => {
+            let id = running(app).await;
+            let rid = request_advance(app, &id).await;
+            post(
+                r(&id, &format!("/advance-requests/{rid}/withdraw")),
+                json!({}),
+            )
+        }
+        Advance => {
+            let (id, rid) = approved(app).await;
+            post(r(&id, "/advance"), json!({ "request_id": rid }))
+        }
+        Pause => post(r(&running(app).await, "/pause"), reason),
+        Resume => {
+            let id = running(app).await;
+            ok(app, Method::POST, &r(&id, "/pause"), SAM, reason).await;
+            post(r(&id, "/resume"), json!({}))
+        }
+        Rollback => post(r(&running(app).await, "/rollback"), reason),
+        Complete => {
+            let (id, rid) = approved(app).await;
+            try_advance(app, &id, &rid).await.assert_status(200);
+            post(r(&id, "/complete"), json!({}))
+        }
+        Abort => post(r(&running(app).await, "/abort"), reason),
+        Metrics => {
+            let id = running(app).await;
+            post(
+                r(&id, "/metrics"),
+                readings(app, &[("error_rate", 0.001, 100)]),
+            )
+        }
+        RequestDeviation => post(
+            r(&running(app).await, "/deviations"),
+            json!({
+                "rules": ["R4"],
+                "justification": "matrix",
+                "expires_at": rfc3339(app.clock.now() + Duration::days(1)),
+            }),
+        ),
+        DecideDeviation => {
+            let id = running(app).await;
+            let d = ok(
+                app,
+                Method::POST,
+                &r(&id, "/deviations"),
+                ALICE,
+                json!({
+                    "rules": ["R9"],
+                    "justification": "matrix",
+                    "expires_at": rfc3339(app.clock.now() + Duration::days(1)),
+                }),
+            )
+            .await;
+            let did = d.body["deviation_id"].as_str().unwrap();
+            post(
+                format!("/v1/deviations/{did}/decision"),
+                json!({"decision": "grant", "comment": "fine"}),
+            )
+        }
+        RecordDecision => post(
+            r(&running(app).await, "/decisions"),
+            json!({"title": "Keep going", "rationale": "metrics are fine", "outcome": "continue"}),
+        ),
+        AddNote => post(
+            r(&running(app).await, "/notes"),
+            json!({"audience": "internal", "text": "first stage is live"}),
+        ),
+        Annotate => post(
+            r(&running(app).await, "/timeline/annotations"),
+            json!({"text": "note for the post-mortem", "about": "T+0"}),
+        ),
+        PublishPolicy => Call {
+            method: Method::PUT,
+            path: "/v1/policies/web".into(),
+            body: Some(json!({"approval_validity_seconds": 3600})),
+            headers: Vec::new(),
+        },
+        DeclareFreeze => post(
+            "/v1/policies/web/freezes".into(),
+            json!({
+                "starts_at": rfc3339(app.clock.now()),
+                "ends_at": rfc3339(app.clock.now() + Duration::hours(4)),
+                "reason": "matrix",
+            }),
+        ),
+        LiftFreeze => {
+            let f = ok(
+                app,
+                Method::POST,
+                "/v1/policies/web/freezes",
+                GINA,
+                json!({
+                    "starts_at": rfc3339(app.clock.now() + Duration::days(1)),
+                    "ends_at": rfc3339(app.clock.now() + Duration::days(2)),
+                    "reason": "matrix",
+                }),
+            )
+            .await;
+            let fid = f.body["freeze_id"].as_str().unwrap();
+            Call {
+                method: Method::DELETE,
+                path: format!("/v1/policies/web/freezes/{fid}"),
+                body: None,
+                headers: Vec::new(),
+            }
+        }
+    }
+}
+
+/// One row of the matrix: the endpoint called by everyone, each on fresh state.
+async fn row(backend: Backend, ep: Endpoint) {
+    let app = TestApp::spawn(backend).await;
+    for who in EVERYONE {
+        let call = prepare(&app, ep).await;
+        let token = who.person().map(|p| p.token(&app));
+        let headers: Vec<(&str, &str)> =
+            call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let before = app.event_count().await;
+        let reply = app
+            .request(
+                call.method.clone(),
+                &call.path,
+                token.as_deref(),
+                call.body.as_ref(),
+                &headers,
+            )
+            .await;
+        let after = app.event_count().await;
+        let cell = format!("{ep:?} as {who:?}: {} {}", reply.status, reply.body);
+        match expected(ep, who) {
+            Expect::Allow => {
+                assert!(reply.status.is_success(), "{cell}");
+                assert!(after > before, "{cell}: no event written");
+            }
+            Expect::Deny(status, rule) => {
+                assert_eq!(reply.status.as_u16(), status, "{cell}");
+                reply.assert_problem(status, rule);
+                assert_eq!(after, before, "{cell}: a refusal wrote events");
+            }
+        }
+    }
+}
+
+/// The matrix is total: every cell has an answer, and every endpoint has someone allowed.
+#[test]
+fn matrix_is_sane() {
+    let all = [
+        Create,
+        RevisePlan,
+        SignOffReleaseItem,
+        SignOffSreItem,
+        Start,
+        RequestAdvance,
+        Approve,
+        Reject,
+        Withdraw,
+        Advance,
+        Pause,
+        Resume,
+        Rollback,
+        Complete,
+        Abort,
+        Metrics,
+        RequestDeviation,
+        DecideDeviation,
+        RecordDecision,
+        AddNote,
+        Annotate,
+        PublishPolicy,
+        DeclareFreeze,
+        LiftFreeze,
+    ];
+    // Every write route of the server is a row (PUT plan, POST writes, policy routes).
+    let writes = rollgate_server::app::ROUTES
+        .iter()
+        .filter(|(m, _)| *m != "get")
+        .count();
+    // Sign-off and approvals appear twice (two item owners; approve and reject).
+    assert_eq!(all.len(), writes + 2);
+    for ep in all {
+        assert!(EVERYONE.iter().any(|w| expected(ep, *w) == Expect::Allow));
+        for w in [Auditor, Viewer] {
+            assert_eq!(expected(ep, w), Expect::Deny(403, Some("R10")));
+        }
+    }
+}
+
+macro_rules! rows {
+    ($backend:ident: $($name:ident => $ep:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                row(Backend::$backend, $ep).await;
+            }
+        )*
+    };
+}
+
+mod sqlite {
+    use super::*;
+
+    rows! { Sqlite:
+        create => Create,
+        revise_plan => RevisePlan,
+        sign_off_release_item => SignOffReleaseItem,
+        sign_off_sre_item => SignOffSreItem,
+        start => Start,
+        request_advance => RequestAdvance,
+        approve => Approve,
+        reject => Reject,
+        withdraw => Withdraw,
+        advance => Advance,
+        pause => Pause,
+        resume => Resume,
+        rollback => Rollback,
+        complete => Complete,
+        abort => Abort,
+        metrics => Metrics,
+        request_deviation => RequestDeviation,
+        decide_deviation => DecideDeviation,
+        record_decision => RecordDecision,
+        add_note => AddNote,
+        annotate => Annotate,
+        publish_policy => PublishPolicy,
+        declare_freeze => DeclareFreeze,
+        lift_freeze => LiftFreeze,
+    }
+}
+
+mod postgres {
+    use super::*;
+
+    rows! { Postgres:
+        create => Create,
+        approve => Approve,
+        rollback => Rollback,
+        metrics => Metrics,
+        decide_deviation => DecideDeviation,
+        publish_policy => PublishPolicy,
+    }
+}
