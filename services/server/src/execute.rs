@@ -114,12 +114,18 @@ pub fn domain_problem(e: DomainError) -> Problem {
                 })
                 .collect(),
         ),
+        (ErrorKind::Validation, DomainError::RollbackReasonMissing) => {
+            Problem::invalid_field("reason", detail)
+        }
         (ErrorKind::Validation, _) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation",
             "Invalid request",
             detail,
         ),
+        // An id that names nothing on this rollout: the resource does not exist.
+        (_, DomainError::UnknownRequest(_)) => Problem::not_found(detail),
+        (_, DomainError::UnknownDeviation(_)) => Problem::not_found(detail),
         (ErrorKind::Forbidden, _) => {
             Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
         }

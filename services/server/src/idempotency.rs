@@ -153,7 +153,7 @@ async fn claim(
         .map(|r| r.rows_affected()),
     }
     .map_err(db_problem)?;
-    if inserted == 1 {
+    if inserted == 1 || take_over_stale(pool, principal, key, hash, now).await? {
         return Ok(Claim::New);
     }
     type Row = (String, i32, Option<String>, Option<String>, String);
@@ -203,6 +203,49 @@ async fn claim(
         location,
         body: serde_json::from_str(&body).unwrap_or_default(),
     }))
+}
+
+/// How long a claim may stay unanswered before it is presumed abandoned (the process that
+/// took it died) and a retry may take it over.
+pub const STALE_CLAIM_SECONDS: i64 = 300;
+
+/// Takes over a claim left in progress by a process that died before answering.
+async fn take_over_stale(
+    pool: &DatabasePool,
+    principal: &str,
+    key: &str,
+    hash: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, Problem> {
+    let stale_before = now - chrono::Duration::seconds(STALE_CLAIM_SECONDS);
+    let updated = match pool {
+        DatabasePool::Postgres(p) => sqlx::query(
+            "UPDATE idempotency_records SET request_hash = $3, created_at = $4 \
+             WHERE principal = $1 AND key = $2 AND status = 0 AND created_at < $5",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(hash)
+        .bind(now)
+        .bind(stale_before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()),
+        DatabasePool::Sqlite(p) => sqlx::query(
+            "UPDATE idempotency_records SET request_hash = ?3, created_at = ?4 \
+             WHERE principal = ?1 AND key = ?2 AND status = 0 AND created_at < ?5",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(hash)
+        .bind(rollgate_store::chain::format_time(&now))
+        .bind(rollgate_store::chain::format_time(&stale_before))
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()),
+    }
+    .map_err(db_problem)?;
+    Ok(updated == 1)
 }
 
 async fn record(

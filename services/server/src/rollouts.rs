@@ -71,6 +71,8 @@ async fn run(
 fn if_match(req: &HttpRequest, command: &RolloutCommand) -> Result<Option<u64>, Problem> {
     let header = req.headers().get("if-match").and_then(|v| v.to_str().ok());
     match header {
+        // `*` matches any current version of an existing rollout (RFC 9110).
+        Some(v) if v.trim() == "*" => Ok(None),
         Some(v) => v
             .trim()
             .trim_start_matches("W/")
