@@ -168,14 +168,21 @@ impl BatchTx for PgTx {
 
     async fn versions(&mut self, streams: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
         let rows = sqlx::query(
-            "SELECT stream, MAX(version) AS version FROM events WHERE stream = ANY($1) GROUP BY stream",
+            // One index probe per stream (backwards on (stream, version)), whatever the
+            // streams' lengths.
+            "SELECT s.stream, (SELECT e.version FROM events e WHERE e.stream = s.stream \
+             ORDER BY e.version DESC LIMIT 1) AS version FROM UNNEST($1::text[]) AS s(stream)",
         )
         .bind(streams)
         .fetch_all(&mut *self.0)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("stream")?, r.try_get::<i64, _>("version")? as u64)))
-            .collect()
+        let mut out = HashMap::new();
+        for r in &rows {
+            if let Some(v) = r.try_get::<Option<i64>, _>("version")? {
+                out.insert(r.try_get("stream")?, v as u64);
+            }
+        }
+        Ok(out)
     }
 
     async fn insert(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError> {

@@ -131,14 +131,16 @@ impl BatchTx for SqliteTx {
     async fn versions(&mut self, streams: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
         let mut out = HashMap::new();
         for chunk in streams.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT stream, MAX(version) AS version FROM events WHERE stream IN (",
-            );
-            let mut sep = q.separated(", ");
-            for s in chunk {
-                sep.push_bind(*s);
+            // One index probe per stream, whatever the streams' lengths.
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            for (i, s) in chunk.iter().enumerate() {
+                if i > 0 {
+                    q.push(" UNION ALL ");
+                }
+                q.push("SELECT stream, version FROM (SELECT stream, version FROM events WHERE stream = ");
+                q.push_bind(*s);
+                q.push(" ORDER BY version DESC LIMIT 1)");
             }
-            q.push(") GROUP BY stream");
             for row in q.build().fetch_all(&mut *self.0).await? {
                 out.insert(
                     row.try_get("stream")?,
