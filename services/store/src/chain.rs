@@ -5,7 +5,7 @@
 //! the hash does not depend on how a database lays out whitespace or key order.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -48,20 +48,38 @@ impl<'a> From<&'a RecordedEvent> for EnvelopeRef<'a> {
     }
 }
 
-/// RFC 8785 canonical bytes of an envelope.
+/// RFC 8785 canonical bytes of an envelope, written member by member in the canonical key
+/// order (no intermediate JSON tree; verification runs this for every stored event).
 pub fn canonical_bytes(e: &EnvelopeRef<'_>) -> Vec<u8> {
-    let envelope = json!({
-        "position": e.position,
-        "stream": e.stream,
-        "version": e.version,
-        "id": e.id.to_string(),
-        "type": e.event_type,
-        "schema_version": e.schema_version,
-        "payload": e.payload,
-        "metadata": e.metadata,
-        "recorded_at": format_time(e.recorded_at),
-    });
-    serde_json_canonicalizer::to_vec(&envelope).expect("a JSON value always canonicalizes")
+    let mut out = Vec::with_capacity(256);
+    write_canonical(e, &mut out);
+    out
+}
+
+fn write_canonical(e: &EnvelopeRef<'_>, out: &mut Vec<u8>) {
+    fn value<T: serde::Serialize>(v: &T, out: &mut Vec<u8>) {
+        serde_json_canonicalizer::to_writer(v, out).expect("a JSON value always canonicalizes");
+    }
+    // Members sorted by key, as RFC 8785 orders them (all keys are ASCII).
+    out.extend_from_slice(b"{\"id\":");
+    value(&e.id.to_string(), out);
+    out.extend_from_slice(b",\"metadata\":");
+    value(e.metadata, out);
+    out.extend_from_slice(b",\"payload\":");
+    value(e.payload, out);
+    out.extend_from_slice(b",\"position\":");
+    value(&e.position, out);
+    out.extend_from_slice(b",\"recorded_at\":");
+    value(&format_time(e.recorded_at), out);
+    out.extend_from_slice(b",\"schema_version\":");
+    value(&e.schema_version, out);
+    out.extend_from_slice(b",\"stream\":");
+    value(&e.stream, out);
+    out.extend_from_slice(b",\"type\":");
+    value(&e.event_type, out);
+    out.extend_from_slice(b",\"version\":");
+    value(&e.version, out);
+    out.push(b'}');
 }
 
 /// The chain hash of an event given the previous hash (hex).
@@ -80,6 +98,63 @@ pub fn chain_hash(prev_hash: &str, e: &EnvelopeRef<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// The reference: the whole envelope as one JSON value, canonicalized.
+    fn reference(e: &EnvelopeRef<'_>) -> Vec<u8> {
+        serde_json_canonicalizer::to_vec(&json!({
+            "position": e.position,
+            "stream": e.stream,
+            "version": e.version,
+            "id": e.id.to_string(),
+            "type": e.event_type,
+            "schema_version": e.schema_version,
+            "payload": e.payload,
+            "metadata": e.metadata,
+            "recorded_at": format_time(e.recorded_at),
+        }))
+        .unwrap()
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e12f64..1e12).prop_map(|f| json!(f)),
+            ".*".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_canonical_form_equals_the_reference(
+            position in 1u64..1 << 52,
+            version in 1u64..1 << 52,
+            stream in ".{1,20}",
+            event_type in "[A-Za-z]{1,20}",
+            schema_version in 1u32..10,
+            payload in json_value(),
+            metadata in json_value(),
+            micros in 0i64..4_000_000_000_000_000,
+        ) {
+            let id = Uuid::from_u128(position as u128 * 7919);
+            let recorded_at = DateTime::from_timestamp_micros(micros).unwrap();
+            let e = EnvelopeRef {
+                position, stream: &stream, version, id: &id, event_type: &event_type,
+                schema_version, payload: &payload, metadata: &metadata, recorded_at: &recorded_at,
+            };
+            prop_assert_eq!(canonical_bytes(&e), reference(&e));
+        }
+    }
 
     fn sample() -> RecordedEvent {
         RecordedEvent {

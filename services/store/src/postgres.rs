@@ -234,16 +234,16 @@ impl BatchTx for PgTx {
     }
 
     async fn set_head(&mut self, head: &Head) -> Result<(), StoreError> {
-        sqlx::query("UPDATE event_head SET position = $1, hash = $2 WHERE id = 1")
-            .bind(head.position as i64)
-            .bind(&head.hash)
-            .execute(&mut *self.0)
-            .await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(head.position.to_string())
-            .execute(&mut *self.0)
-            .await?;
+        // Moves the head and announces the commit (delivered at COMMIT) in one round trip.
+        sqlx::query(
+            "WITH moved AS (UPDATE event_head SET position = $1, hash = $2 WHERE id = 1 \
+             RETURNING position) SELECT pg_notify($3, position::text) FROM moved",
+        )
+        .bind(head.position as i64)
+        .bind(&head.hash)
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 
