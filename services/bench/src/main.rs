@@ -1,20 +1,26 @@
 //! `rollgate-bench`: measures rollgate against a raw PostgreSQL baseline taken in the same run.
 //!
-//! Baseline: pgbench, 32 clients, one single-row INSERT per transaction. Then, on a fresh
-//! database per measurement: store appends (group commit) from 32 concurrent writers,
-//! governance commands over HTTP from 32 clients, chain verification, and `as_of`
-//! reconstruction of a 10,000-event stream. SQLite figures are measured beside. Every load
-//! loop is bounded in time and stays on the loopback interface.
+//! Baseline: pgbench, `--clients` connections, one single-row INSERT per transaction. Then,
+//! for PostgreSQL and SQLite, each on fresh databases: store appends (group commit) from
+//! concurrent writers; governance commands over HTTP against the real `rollgate` binary;
+//! `as_of` reconstruction of a 10,000-event stream; and on a log of `--log-events` events:
+//! chain verification, projection rebuild, a filtered audit query through HTTP, the streamed
+//! audit export, and the server's resident memory. Every load loop is bounded in time and
+//! stays on the loopback interface.
+//!
+//! Build both binaries first: `cargo build --release -p rollgate-server -p rollgate-bench`.
 
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use rollgate_domain::{ActorId, NoteAudience, RolloutEvent};
 use rollgate_store::{BackendKind, EventData, EventStore, ExpectedVersion, StoreOptions};
 use rollgate_testkit::TestDb;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -25,18 +31,21 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Events loaded for the verify measurement.
-    #[arg(long, default_value_t = 200_000)]
-    verify_events: usize,
+    /// Events in the log for verify, rebuild, audit query, export and memory.
+    #[arg(long, default_value_t = 1_000_000)]
+    log_events: usize,
+    /// The `rollgate` binary (default: beside this one).
+    #[arg(long)]
+    rollgate: Option<PathBuf>,
 }
 
-struct Throughput {
+struct Latencies {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-fn summarize(mut latencies: Vec<Duration>, count: usize, elapsed: Duration) -> Throughput {
+fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Latencies {
     latencies.sort_unstable();
     let pick = |q: f64| {
         latencies
@@ -44,15 +53,21 @@ fn summarize(mut latencies: Vec<Duration>, count: usize, elapsed: Duration) -> T
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     };
-    Throughput {
-        per_second: count as f64 / elapsed.as_secs_f64(),
+    Latencies {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
     }
 }
 
+/// libpq knows nothing of sqlx's URL options.
+fn libpq_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
 /// pgbench: `clients` connections, each transaction one single-row INSERT.
 fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let url = libpq_url(url);
     let setup = Command::new("psql")
         .args([url, "-q", "-c", "CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, v double precision, at timestamptz DEFAULT now())"])
         .status()
@@ -74,34 +89,49 @@ fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f
             "2",
             "-T",
             &seconds.to_string(),
-            "-f",
-            script.path().to_str().unwrap(),
-            url,
         ])
+        .arg("-f")
+        .arg(script.path())
+        .arg(url)
         .output()
         .context("pgbench is needed for the baseline")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text
-        .lines()
+    text.lines()
         .find_map(|l| l.trim().strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
-        .with_context(|| format!("no tps in pgbench output: {text}"))?;
-    Ok(tps)
+        .with_context(|| format!("no tps in pgbench output: {text}"))
 }
 
-fn one_event(n: u64) -> EventData {
+fn note(i: u64) -> RolloutEvent {
+    RolloutEvent::NoteAdded {
+        audience: NoteAudience::Internal,
+        text: format!("status update {i}"),
+        stage: None,
+        author: ActorId::parse("bench").expect("actor id"),
+        at: chrono::Utc::now(),
+    }
+}
+
+fn stored(e: &RolloutEvent, actor: &str, team: &str) -> EventData {
     EventData {
         id: Uuid::new_v4(),
-        event_type: "NoteAdded".into(),
-        schema_version: 1,
-        payload: json!({ "audience": "internal", "text": format!("note {n}"), "at": "2026-03-01T09:00:00Z" }),
-        metadata: json!({ "actor": { "id": "bench", "roles": ["release_manager"] }, "team": "web" }),
+        event_type: e.event_type().to_owned(),
+        schema_version: e.schema_version(),
+        payload: e.payload(),
+        metadata: json!({
+            "actor": { "id": actor, "roles": ["release_manager"] },
+            "team": team,
+            "request_id": Uuid::new_v4().to_string(),
+            "correlation_id": Uuid::new_v4().to_string(),
+            "causation_id": null,
+            "policy_version": 0,
+        }),
     }
 }
 
 /// `clients` writers appending one event per call to their own streams.
-async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64) -> Throughput {
+async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64) -> Latencies {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -112,12 +142,9 @@ async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64)
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
+                    let e = stored(&note(n), "bench", "web");
                     store
-                        .append(
-                            &format!("bench-{c}"),
-                            ExpectedVersion::Any,
-                            vec![one_event(n)],
-                        )
+                        .append(&format!("bench-{c}"), ExpectedVersion::Any, vec![e])
                         .await
                         .expect("append");
                     lat.push(t.elapsed());
@@ -131,85 +158,91 @@ async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64)
     for t in tasks {
         all.extend(t.await.expect("writer"));
     }
-    let count = all.len();
-    summarize(all, count, started.elapsed())
+    summarize(all, started.elapsed())
 }
 
-/// Loads `n` events in batches, then times a full chain verification.
-async fn verify_rate(store: Arc<dyn EventStore>, n: usize) -> anyhow::Result<f64> {
-    let mut written = 0;
-    while written < n {
-        let batch: Vec<EventData> = (0..1000.min(n - written))
-            .map(|i| one_event(i as u64))
-            .collect();
-        written += batch.len();
-        store
-            .append(
-                &format!("load-{}", written / 50_000),
-                ExpectedVersion::Any,
-                batch,
-            )
-            .await?;
-    }
-    let t = Instant::now();
-    let report = rollgate_store::verify(&*store, None).await?;
-    let elapsed = t.elapsed();
-    if !report.is_ok() {
-        bail!("verification failed: {report:?}");
-    }
-    Ok(n as f64 / elapsed.as_secs_f64())
-}
-
+/// The real server, as a child process.
 struct Server {
+    child: Child,
     address: String,
     keys: rollgate_auth::DevKeys,
     _dir: tempfile::TempDir,
 }
 
-async fn start_server(url: &str) -> anyhow::Result<Server> {
-    #[derive(Parser)]
-    struct ServeOnly {
-        #[command(flatten)]
-        serve: rollgate_server::config::ServeArgs,
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let dir = tempfile::tempdir()?;
-    let args = ServeOnly::parse_from([
-        "rollgate",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        url,
-        "--dev-key-dir",
-        dir.path().to_str().unwrap(),
-        "--db-max-connections",
-        "40",
-    ]);
-    let app =
-        rollgate_server::Application::build(&args.serve, Arc::new(rollgate_store::SystemClock))
-            .await?;
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let keys = rollgate_auth::DevKeys::load_or_create(dir.path())?;
-    Ok(Server {
-        address,
-        keys,
-        _dir: dir,
-    })
 }
 
-fn token(keys: &rollgate_auth::DevKeys) -> anyhow::Result<String> {
-    Ok(keys.mint(rollgate_auth::MintRequest {
-        sub: "bench".into(),
-        roles: vec!["release_manager".into(), "sre".into(), "approver".into()],
-        teams: vec!["web".into()],
-        ttl_seconds: 3600,
-        now: chrono::Utc::now().timestamp(),
-        issuer: "rollgate".into(),
-        audience: "rollgate".into(),
-    })?)
+impl Server {
+    async fn start(binary: &PathBuf, url: &str) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let child = Command::new(binary)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", url, "--db-max-connections", "40"])
+            .arg("--dev-key-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let address = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{address}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let keys = rollgate_auth::DevKeys::load_or_create(dir.path())?;
+        Ok(Server {
+            child,
+            address,
+            keys,
+            _dir: dir,
+        })
+    }
+
+    fn token(&self, roles: &[&str], teams: &[&str]) -> anyhow::Result<String> {
+        Ok(self.keys.mint(rollgate_auth::MintRequest {
+            sub: "bench".into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            teams: teams.iter().map(|s| s.to_string()).collect(),
+            ttl_seconds: 3600,
+            now: chrono::Utc::now().timestamp(),
+            issuer: "rollgate".into(),
+            audience: "rollgate".into(),
+        })?)
+    }
+
+    /// Resident memory of the server process, in MiB.
+    fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
 }
 
-fn create_body(i: usize) -> serde_json::Value {
+fn create_body(i: usize) -> Value {
     json!({
         "feature_key": format!("bench-{i}"),
         "title": "Benchmark rollout",
@@ -232,7 +265,7 @@ async fn create_rollout(
     token: &str,
     i: usize,
 ) -> anyhow::Result<String> {
-    let res: serde_json::Value = client
+    let res: Value = client
         .post(format!("{}/v1/rollouts", server.address))
         .bearer_auth(token)
         .json(&create_body(i))
@@ -244,14 +277,10 @@ async fn create_rollout(
     Ok(res["rollout_id"].as_str().context("rollout_id")?.to_owned())
 }
 
-/// `clients` clients each adding notes (a full governance command: load, decide, append)
-/// to a rollout of their own.
-async fn http_commands(
-    server: &Server,
-    clients: usize,
-    seconds: u64,
-) -> anyhow::Result<Throughput> {
-    let token = token(&server.keys)?;
+/// `clients` clients each adding notes (a full governance command: authenticate, load,
+/// decide, append) to a rollout of their own.
+async fn http_commands(server: &Server, clients: usize, seconds: u64) -> anyhow::Result<Latencies> {
+    let token = server.token(&["release_manager"], &["web"])?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
@@ -278,7 +307,7 @@ async fn http_commands(
                         .send()
                         .await
                         .expect("request");
-                    assert_eq!(res.status().as_u16(), 201, "{:?}", res.text().await);
+                    assert_eq!(res.status().as_u16(), 201);
                     lat.push(t.elapsed());
                 }
                 lat
@@ -289,121 +318,278 @@ async fn http_commands(
     for t in tasks {
         all.extend(t.await?);
     }
-    let count = all.len();
-    Ok(summarize(all, count, started.elapsed()))
+    Ok(summarize(all, started.elapsed()))
 }
 
-/// Builds a 10,000-event rollout stream and times `GET /v1/rollouts/{id}?as_of=…`.
-async fn as_of_latency(server: &Server, store: Arc<dyn EventStore>) -> anyhow::Result<f64> {
-    let token = token(&server.keys)?;
+/// Builds a 10,000-event rollout stream and times `GET /v1/rollouts/{id}?as_of=…` at
+/// scattered positions (after one warm-up read).
+async fn as_of_latency(server: &Server, store: &dyn EventStore) -> anyhow::Result<Latencies> {
+    let token = server.token(&["release_manager"], &["web"])?;
     let client = reqwest::Client::new();
-    let id = create_rollout(&client, server, &token, 9999).await?;
+    let id = create_rollout(&client, server, &token, 99_999).await?;
     let stream = format!("rollout-{id}");
-    let md = json!({ "actor": { "id": "bench", "roles": ["release_manager"] }, "team": "web" });
     let mut version = store.stream_version(&stream).await?;
     while version < 10_000 {
-        let n = (10_000 - version).min(1000);
-        let batch: Vec<EventData> = (0..n)
-            .map(|_| EventData {
-                id: Uuid::new_v4(),
-                event_type: "NoteAdded".into(),
-                schema_version: 1,
-                payload: json!({ "audience": "internal", "text": "status update", "added_by": "bench", "at": "2026-03-01T09:00:00Z" }),
-                metadata: md.clone(),
-            })
+        let batch: Vec<EventData> = (version..(version + 1000).min(10_000))
+            .map(|i| stored(&note(i), "bench", "web"))
             .collect();
         version = store
             .append(&stream, ExpectedVersion::Exact(version), batch)
             .await?
             .stream_version;
     }
-    let head = store.head().await?.position;
-    let url = format!("{}/v1/rollouts/{id}?as_of={}", server.address, head - 1);
+    let events = rollgate_store::read_whole_stream(store, &stream).await?;
+    let url = |p: u64| format!("{}/v1/rollouts/{id}?as_of={p}", server.address);
+    client
+        .get(url(events[0].position))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     let mut lat = Vec::new();
-    for _ in 0..20 {
+    let started = Instant::now();
+    for e in events.iter().step_by(97) {
         let t = Instant::now();
-        let res = client.get(&url).bearer_auth(&token).send().await?;
+        let res = client
+            .get(url(e.position))
+            .bearer_auth(&token)
+            .send()
+            .await?;
         if !res.status().is_success() {
             bail!("as_of answered {}: {}", res.status(), res.text().await?);
         }
         res.bytes().await?;
         lat.push(t.elapsed());
     }
-    lat.sort_unstable();
-    Ok(lat[lat.len() / 2].as_secs_f64() * 1000.0)
+    Ok(summarize(lat, started.elapsed()))
 }
 
-async fn fresh_store(kind: BackendKind, db: &TestDb) -> Arc<dyn EventStore> {
-    db.store(StoreOptions {
-        max_connections: 40,
-        ..Default::default()
-    })
-    .await
-    .clone()
-    .tap(kind)
-}
-
-trait Tap {
-    fn tap(self, kind: BackendKind) -> Self;
-}
-impl Tap for Arc<dyn EventStore> {
-    fn tap(self, kind: BackendKind) -> Self {
-        eprintln!("measuring on {kind:?}");
-        self
+/// Loads `n` events spread over rollout streams of 50 teams and 200 actors.
+async fn load_log(store: &dyn EventStore, n: usize) -> anyhow::Result<()> {
+    let mut written = 0;
+    let mut versions = vec![0u64; 1000];
+    while written < n {
+        let stream_no = (written / 1000) % versions.len();
+        let team = format!("team-{}", stream_no % 50);
+        let actor = format!("user-{}", written % 200);
+        let count = 1000.min(n - written);
+        let batch: Vec<EventData> = (0..count)
+            .map(|i| stored(&note((written + i) as u64), &actor, &team))
+            .collect();
+        let stream = format!("rollout-{}", Uuid::from_u128(stream_no as u128 + 1));
+        versions[stream_no] = store
+            .append(&stream, ExpectedVersion::Exact(versions[stream_no]), batch)
+            .await?
+            .stream_version;
+        written += count;
     }
+    Ok(())
+}
+
+async fn audit_queries(server: &Server, n: usize) -> anyhow::Result<Latencies> {
+    let token = server.token(&["auditor"], &["*"])?;
+    let client = reqwest::Client::new();
+    let mut lat = Vec::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let url = format!(
+            "{}/v1/audit?actor=user-{}&team=team-{}&event_type=NoteAdded&limit=100",
+            server.address,
+            i % 200,
+            i % 50
+        );
+        let t = Instant::now();
+        let res = client.get(&url).bearer_auth(&token).send().await?;
+        if !res.status().is_success() {
+            bail!("audit answered {}: {}", res.status(), res.text().await?);
+        }
+        res.bytes().await?;
+        lat.push(t.elapsed());
+    }
+    Ok(summarize(lat, started.elapsed()))
+}
+
+async fn export_rate(server: &Server, expected: usize) -> anyhow::Result<f64> {
+    use futures::StreamExt;
+    let token = server.token(&["auditor"], &["*"])?;
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/audit/export?format=ndjson", server.address))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut lines = 0usize;
+    let mut body = res.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        lines += chunk?.iter().filter(|b| **b == b'\n').count();
+    }
+    if lines < expected {
+        bail!("export gave {lines} lines, expected at least {expected}");
+    }
+    Ok(lines as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn wait_projected(store: &dyn EventStore, timeout: Duration) -> anyhow::Result<()> {
+    let head = store.head().await?.position;
+    let deadline = Instant::now() + timeout;
+    while rollgate_projections::projected_position(&store.pool()).await? < head {
+        if Instant::now() > deadline {
+            bail!("projections did not catch up with {head} in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn row(what: &str, kind: BackendKind, result: String, ratio: Option<f64>, l: Option<&Latencies>) {
+    let ratio = ratio
+        .map(|r| format!("{r:.2}x"))
+        .unwrap_or_else(|| "–".into());
+    let (p50, p99) = l
+        .map(|l| (format!("{:.2}", l.p50_ms), format!("{:.2}", l.p99_ms)))
+        .unwrap_or_else(|| ("–".into(), "–".into()));
+    println!("| {what} | {kind:?} | {result} | {ratio} | {p50} | {p99} |");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let binary = match &args.rollgate {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("rollgate"),
+    };
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p rollgate-server`",
+            binary.display()
+        );
+    }
     let baseline_db = TestDb::postgres().await;
     let baseline = pgbench_baseline(&baseline_db.url, args.clients, args.seconds)?;
     drop(baseline_db);
-    println!("## Baseline\n");
     println!(
-        "pgbench, {} clients, single-row INSERT transactions: {baseline:.0} tps\n",
+        "Baseline: pgbench, {} clients, single-row INSERT transactions: **{baseline:.0} tps**\n",
         args.clients
     );
     println!("| measurement | backend | result | ratio to baseline | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     for kind in [BackendKind::Postgres, BackendKind::Sqlite] {
-        let db = TestDb::new(kind).await;
-        let store = fresh_store(kind, &db).await;
-        let t = store_appends(store.clone(), args.clients, args.seconds).await;
-        println!(
-            "| store appends, {} writers | {kind:?} | {:.0} events/s | {:.2}x | {:.2} | {:.2} |",
-            args.clients,
-            t.per_second,
-            t.per_second / baseline,
-            t.p50_ms,
-            t.p99_ms
-        );
-        drop(store);
+        {
+            let db = TestDb::new(kind).await;
+            let store = db
+                .store(StoreOptions {
+                    max_connections: 40,
+                    ..Default::default()
+                })
+                .await;
+            let l = store_appends(store.clone(), args.clients, args.seconds).await;
+            let what = format!("store appends, {} writers, 1 event each", args.clients);
+            row(
+                &what,
+                kind,
+                format!("{:.0} events/s", l.per_second),
+                Some(l.per_second / baseline),
+                Some(&l),
+            );
+        }
+        {
+            let db = TestDb::new(kind).await;
+            let store = db.store(StoreOptions::default()).await;
+            let server = Server::start(&binary, &db.url).await?;
+            let l = http_commands(&server, args.clients, args.seconds).await?;
+            let what = format!("governance commands over HTTP, {} clients", args.clients);
+            row(
+                &what,
+                kind,
+                format!("{:.0} events/s", l.per_second),
+                Some(l.per_second / baseline),
+                Some(&l),
+            );
+            let l = as_of_latency(&server, &*store).await?;
+            row(
+                "`as_of` on a 10,000-event stream",
+                kind,
+                format!("p99 {:.2} ms", l.p99_ms),
+                None,
+                Some(&l),
+            );
+        }
+        {
+            let db = TestDb::new(kind).await;
+            let store = db.store(StoreOptions::default()).await;
+            let t = Instant::now();
+            load_log(&*store, args.log_events).await?;
+            let load = args.log_events as f64 / t.elapsed().as_secs_f64();
+            row(
+                &format!("bulk load, batches of 1,000 ({} events)", args.log_events),
+                kind,
+                format!("{load:.0} events/s"),
+                Some(load / baseline),
+                None,
+            );
 
-        let db = TestDb::new(kind).await;
-        drop(db.store(StoreOptions::default()).await);
-        let server = start_server(&db.url).await?;
-        let t = http_commands(&server, args.clients, args.seconds).await?;
-        println!(
-            "| governance commands over HTTP, {} clients | {kind:?} | {:.0} events/s | {:.2}x | {:.2} | {:.2} |",
-            args.clients,
-            t.per_second,
-            t.per_second / baseline,
-            t.p50_ms,
-            t.p99_ms
-        );
-        let store = db.store(StoreOptions::default()).await;
-        let ms = as_of_latency(&server, store).await?;
-        println!("| as_of reconstruction, 10,000-event stream (median of 20) | {kind:?} | {ms:.1} ms | – | – | – |");
+            let t = Instant::now();
+            let report = rollgate_store::verify(&*store, None).await?;
+            if !report.is_ok() {
+                bail!("verification failed: {report:?}");
+            }
+            let rate = args.log_events as f64 / t.elapsed().as_secs_f64();
+            row(
+                &format!("verify ({} events)", args.log_events),
+                kind,
+                format!("{rate:.0} events/s"),
+                Some(rate / baseline),
+                None,
+            );
 
-        let db = TestDb::new(kind).await;
-        let store = db.store(StoreOptions::default()).await;
-        let rate = verify_rate(store, args.verify_events).await?;
-        println!(
-            "| verify, {} events | {kind:?} | {rate:.0} events/s | {:.2}x | – | – |",
-            args.verify_events,
-            rate / baseline
-        );
+            let t = Instant::now();
+            rollgate_projections::rebuild(store.clone(), None).await?;
+            let rate = args.log_events as f64 / t.elapsed().as_secs_f64();
+            row(
+                &format!(
+                    "projection rebuild, all read models ({} events)",
+                    args.log_events
+                ),
+                kind,
+                format!("{rate:.0} events/s"),
+                Some(rate / baseline),
+                None,
+            );
+
+            let server = Server::start(&binary, &db.url).await?;
+            wait_projected(&*store, Duration::from_secs(600)).await?;
+            let l = audit_queries(&server, 300).await?;
+            row(
+                &format!(
+                    "audit query, 3 filters, one page of 100 ({} events)",
+                    args.log_events
+                ),
+                kind,
+                format!("p99 {:.2} ms", l.p99_ms),
+                None,
+                Some(&l),
+            );
+            let rate = export_rate(&server, args.log_events).await?;
+            row(
+                &format!("audit export, NDJSON streamed ({} events)", args.log_events),
+                kind,
+                format!("{rate:.0} events/s"),
+                Some(rate / baseline),
+                None,
+            );
+            if let Some(mib) = server.rss_mib() {
+                row(
+                    &format!(
+                        "server RSS after the above ({} events stored)",
+                        args.log_events
+                    ),
+                    kind,
+                    format!("{mib:.0} MiB"),
+                    None,
+                    None,
+                );
+            }
+        }
     }
     Ok(())
 }
