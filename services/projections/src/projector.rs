@@ -239,6 +239,15 @@ impl ProjectorHandle {
         wait_for_position(self.position.clone(), position, timeout).await
     }
 
+    /// Stops the projector after its current batch and waits until it has, through a shared
+    /// reference (a handle kept in shared server state cannot be moved out for
+    /// [`ProjectorHandle::shutdown`]). The task ends by dropping its position sender.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let mut rx = self.position.clone();
+        while rx.changed().await.is_ok() {}
+    }
+
     /// Stops the projector after its current batch.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::problem::Problem;
-use crate::{health, observe, policies, rollouts};
+use crate::{health, observe, policies, reads, rollouts};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -24,6 +24,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub read_wait: Duration,
     pub metrics: Arc<Metrics>,
+    /// The projector keeping the read models current; reads wait on it (`min_position`).
+    pub projector: rollgate_projections::ProjectorHandle,
+    /// Folded stream states, so commands read only new events.
+    pub cache: crate::cache::StateCache,
 }
 
 /// Opens the store behind `args`, applying pending migrations first.
@@ -79,6 +83,8 @@ impl Application {
         .await?;
         let verifier = Verifier::new(args.auth.auth_config(), args.auth.key_source())
             .context("cannot set up token verification")?;
+        // The read models follow the log in the background from their checkpoints.
+        let projector = rollgate_projections::Projector::new(store.clone()).spawn();
         let state = web::Data::new(AppState {
             store,
             verifier,
@@ -86,6 +92,8 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             read_wait: Duration::from_millis(args.read_wait_ms),
             metrics,
+            projector,
+            cache: crate::cache::StateCache::new(10_000),
         });
         let listener = TcpListener::bind(&args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -113,8 +121,17 @@ impl Application {
         self.state.clone()
     }
 
+    /// Serves until the server stops, then stops the projector after its current batch
+    /// (bounded: a batch is one transaction, so cutting it off loses nothing).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if tokio::time::timeout(Duration::from_secs(10), self.state.projector.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("projector still busy at shutdown; its open batch is rolled back");
+        }
+        result
     }
 }
 
@@ -134,8 +151,7 @@ fn serve(
                     .error_handler(|e, _| Problem::not_found(e.to_string()).into()),
             )
             .app_data(
-                web::QueryConfig::default()
-                    .error_handler(|e, _| Problem::invalid_field("query", e.to_string()).into()),
+                web::QueryConfig::default().error_handler(|e, _| reads::query_problem(&e).into()),
             )
             .configure(|cfg| routes(cfg, metrics_on_main))
             .default_service(web::to(|| async {
@@ -177,9 +193,16 @@ route_table! {
     get "/readyz" => health::readyz,
     get "/openapi.yaml" => health::openapi,
     post "/v1/rollouts" => rollouts::create,
+    get "/v1/rollouts" => reads::list_rollouts,
     get "/v1/rollouts/{id}" => rollouts::get,
     put "/v1/rollouts/{id}/plan" => rollouts::revise_plan,
     get "/v1/rollouts/{id}/events" => rollouts::events,
+    get "/v1/rollouts/{id}/timeline" => reads::timeline,
+    get "/v1/rollouts/{id}/replay" => reads::replay,
+    get "/v1/rollouts/{id}/postmortem" => reads::postmortem,
+    get "/v1/approvals/inbox" => reads::inbox,
+    get "/v1/decisions" => reads::decisions,
+    get "/v1/audit" => reads::audit,
     post "/v1/rollouts/{id}/readiness/{item}/sign-off" => rollouts::sign_off,
     post "/v1/rollouts/{id}/start" => rollouts::start,
     post "/v1/rollouts/{id}/advance-requests" => rollouts::request_advance,
@@ -200,6 +223,10 @@ route_table! {
     put "/v1/policies/{team}" => policies::publish,
     post "/v1/policies/{team}/freezes" => policies::declare_freeze,
     delete "/v1/policies/{team}/freezes/{fid}" => policies::lift_freeze,
+    get "/v1/audit/export" => crate::audit::export,
+    get "/v1/audit/verify" => crate::audit::verify,
+    get "/v1/audit/head" => crate::audit::head,
+    get "/v1/events/stream" => crate::stream::events,
 }
 
 /// Every route the server answers. `/metrics` is here unless it has an address of its own.

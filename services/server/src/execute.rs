@@ -186,8 +186,8 @@ pub async fn load_policy(
 }
 
 /// The policy in force for `team` (defaults until one is published).
-async fn policy_snapshot(store: &dyn EventStore, team: &Team) -> Result<PolicySnapshot, Problem> {
-    Ok(load_policy(store, team).await?.0.snapshot())
+async fn policy_snapshot(state: &AppState, team: &Team) -> Result<PolicySnapshot, Problem> {
+    Ok(state.cache.policy(&*state.store, team).await?.0.snapshot())
 }
 
 /// Decides and appends one rollout command. `if_match` pins the stream version the client
@@ -202,8 +202,7 @@ pub async fn rollout_command(
 ) -> Result<Written, Problem> {
     let creating = matches!(command, RolloutCommand::Create { .. });
     for _ in 0..MAX_ATTEMPTS {
-        let (current, _, _) = load_rollout(&*state.store, id).await?;
-        let version = current.rollout().map(|r| r.version).unwrap_or(0);
+        let (current, version) = state.cache.rollout(&*state.store, id).await?;
         if let Some(expected) = if_match {
             if current.is_created() && expected != version {
                 return Err(precondition_failed(expected, version));
@@ -217,7 +216,7 @@ pub async fn rollout_command(
         let ctx = Context {
             actor: caller.actor.clone(),
             now: state.clock.now(),
-            policy: policy_snapshot(&*state.store, &team).await?,
+            policy: policy_snapshot(state, &team).await?,
         };
         let events = decide(&current, command.clone(), &ctx).map_err(domain_problem)?;
         let md = metadata(caller, &team, meta, ctx.policy.version);
@@ -273,7 +272,7 @@ pub async fn policy_command(
     command: PolicyCommand,
 ) -> Result<Written, Problem> {
     for _ in 0..MAX_ATTEMPTS {
-        let (current, version) = load_policy(&*state.store, team).await?;
+        let (current, version) = state.cache.policy(&*state.store, team).await?;
         let ctx = PolicyContext {
             actor: caller.actor.clone(),
             now: state.clock.now(),

@@ -10,10 +10,34 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: the database answers. Also reports how far the read models lag
+/// behind the log (`projection.lag` = head position − projected position); a lag alone
+/// never makes the instance unready, since reads with `min_position` wait for it.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready", "database": "ok" })),
+        Ok(()) => {
+            let head = match state.store.head().await {
+                Ok(h) => Some(h.position),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness: cannot read the log head");
+                    None
+                }
+            };
+            // The checkpoints in the database: with several instances, any of them may
+            // have moved them. This instance's projector's view when they cannot be read.
+            let projected = rollgate_projections::projected_position(&state.store.pool())
+                .await
+                .unwrap_or_else(|_| state.projector.position());
+            HttpResponse::Ok().json(json!({
+                "status": "ready",
+                "database": "ok",
+                "projection": {
+                    "head": head,
+                    "position": projected,
+                    "lag": head.map(|h| h.saturating_sub(projected)),
+                },
+            }))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             HttpResponse::ServiceUnavailable()

@@ -1,8 +1,10 @@
 //! The rollgate server: the HTTP API over the event store, and the `rollgate` command line.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod execute;
 pub mod health;
@@ -11,6 +13,8 @@ pub mod metrics;
 pub mod observe;
 pub mod policies;
 pub mod problem;
+pub mod reads;
 pub mod rollouts;
+pub mod stream;
 
 pub use app::{AppState, Application};

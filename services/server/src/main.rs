@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use rollgate_server::audit::{self, ExportFormat, ExportRange};
 use rollgate_server::config::{DatabaseArgs, ServeArgs};
 use rollgate_server::Application;
-use rollgate_store::{Clock, SystemClock};
+use rollgate_store::{Clock, Head, SystemClock};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,59 @@ enum Commands {
         /// behind it is reported.
         #[arg(long)]
         head: Option<std::path::PathBuf>,
+    },
+    /// Drop read models and rebuild them from position 0; prints the position reached.
+    Rebuild {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// One read model (approver_inbox, audit_trail, decision_log, deviation_index,
+        /// rollout_summaries); every one when omitted.
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Export the audit log, verify it (in the database or an export file), print its head.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write every stored event with its chain hashes, page by page, for offline checks.
+    Export {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// `ndjson` (one JSON object per line) or `csv` (header row, JSON payload columns).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+        format: ExportFormat,
+        /// Write here instead of standard output (the head of the export is then printed).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// First position to export (default 1).
+        #[arg(long)]
+        from_position: Option<u64>,
+        /// Last position to export (default: the head when the export starts).
+        #[arg(long)]
+        to_position: Option<u64>,
+    },
+    /// Verify the hash chain: of the database, or with --export of an export file offline.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// A head exported earlier (`{"position":N,"hash":"…"}`); truncation or rewriting
+        /// behind it is reported.
+        #[arg(long)]
+        head: Option<std::path::PathBuf>,
+        /// An export file to verify without any database.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+        /// The export's format (default: `csv` for a `.csv` file, else `ndjson`).
+        #[arg(long, value_enum, requires = "export")]
+        format: Option<ExportFormat>,
+    },
+    /// Print the head of the log: `{"position":N,"hash":"…"}`.
+    Head {
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -125,30 +179,160 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Verify { database, head } => {
-            let exported = match head {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        anyhow::anyhow!("cannot read head file {}: {e}", path.display())
-                    })?;
-                    Some(
-                        serde_json::from_str::<rollgate_store::Head>(&text).map_err(|e| {
-                            anyhow::anyhow!("head file {} is not a head: {e}", path.display())
-                        })?,
-                    )
+            let exported = read_head_file(head.as_deref())?;
+            verify_database(&database, clock, exported.as_ref()).await
+        }
+        Commands::Rebuild {
+            database,
+            projection,
+        } => {
+            if let Some(name) = &projection {
+                if !rollgate_projections::READ_MODELS.contains(&name.as_str()) {
+                    anyhow::bail!(
+                        "unknown projection {name:?}: expected one of {}",
+                        rollgate_projections::READ_MODELS.join(", ")
+                    );
                 }
-                None => None,
-            };
+            }
             refuse_missing_sqlite_file(&database.database_url)?;
             let store = rollgate_server::app::open_store(&database, clock, None).await?;
-            let report = rollgate_store::verify(&*store, exported.as_ref()).await?;
+            let position = rollgate_projections::rebuild(store, projection.as_deref()).await?;
+            let rebuilt: Vec<&str> = match &projection {
+                Some(name) => vec![name.as_str()],
+                None => rollgate_projections::READ_MODELS.to_vec(),
+            };
+            println!(
+                "{}",
+                serde_json::json!({ "rebuilt": rebuilt, "position": position })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Audit(command) => audit(command, clock).await,
+    }
+}
+
+async fn audit(command: AuditCommand, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Export {
+            database,
+            format,
+            output,
+            from_position,
+            to_position,
+        } => {
+            refuse_missing_sqlite_file(&database.database_url)?;
+            let store = rollgate_server::app::open_store(&database, clock, None).await?;
+            let head = store.head().await?;
+            let range = ExportRange::new(from_position, to_position, head.position)
+                .map_err(|m| anyhow::anyhow!("--{}", m.replace('_', "-")))?;
+            match output {
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    audit::export_to(&*store, format, range, &mut out).await?;
+                }
+                Some(path) => {
+                    // Written beside the target and renamed when complete, so a failed
+                    // export never leaves a file that looks whole.
+                    let mut partial = path.clone().into_os_string();
+                    partial.push(".partial");
+                    let partial = std::path::PathBuf::from(partial);
+                    let file = std::fs::File::create(&partial)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", partial.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let written = audit::export_to(&*store, format, range, &mut out).await;
+                    drop(out);
+                    let last = match written {
+                        Ok(last) => last,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&partial);
+                            return Err(e);
+                        }
+                    };
+                    std::fs::rename(&partial, &path)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    let export_head = match last {
+                        Some(h) => Some(h),
+                        None if range.from == 1 => Some(Head {
+                            position: 0,
+                            hash: rollgate_store::chain::GENESIS_HASH.to_owned(),
+                        }),
+                        None => None,
+                    };
+                    if let Some(h) = export_head {
+                        println!("{}", serde_json::to_string(&h)?);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify {
+            database,
+            head,
+            export,
+            format,
+        } => {
+            let exported = read_head_file(head.as_deref())?;
+            let Some(path) = export else {
+                return verify_database(&database, clock, exported.as_ref()).await;
+            };
+            let format = format.unwrap_or_else(|| {
+                let is_csv = path
+                    .extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("csv"));
+                if is_csv {
+                    ExportFormat::Csv
+                } else {
+                    ExportFormat::Ndjson
+                }
+            });
+            let file = std::fs::File::open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read export file {}: {e}", path.display()))?;
+            let report = audit::verify_export(
+                std::io::BufReader::with_capacity(1 << 16, file),
+                format,
+                exported.as_ref(),
+            );
             println!("{}", serde_json::to_string(&report)?);
-            Ok(if report.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit_code(&report))
+        }
+        AuditCommand::Head { database } => {
+            refuse_missing_sqlite_file(&database.database_url)?;
+            let store = rollgate_server::app::open_store(&database, clock, None).await?;
+            println!("{}", serde_json::to_string(&store.head().await?)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Recomputes the chain in the database (`rollgate verify`, `rollgate audit verify`).
+async fn verify_database(
+    database: &DatabaseArgs,
+    clock: Arc<dyn Clock>,
+    exported: Option<&Head>,
+) -> anyhow::Result<ExitCode> {
+    refuse_missing_sqlite_file(&database.database_url)?;
+    let store = rollgate_server::app::open_store(database, clock, None).await?;
+    let report = rollgate_store::verify(&*store, exported).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(exit_code(&report))
+}
+
+fn exit_code(report: &rollgate_store::VerifyReport) -> ExitCode {
+    if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Reads a head file (`{"position":N,"hash":"…"}`).
+fn read_head_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<Head>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read head file {}: {e}", path.display()))?;
+    let head = serde_json::from_str::<Head>(&text)
+        .map_err(|e| anyhow::anyhow!("head file {} is not a head: {e}", path.display()))?;
+    Ok(Some(head))
 }
 
 /// Verifying a SQLite file that does not exist would create an empty, "valid" log: a

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::{Json, OptionalJson};
+use crate::cache::AsOf;
 use crate::execute::{domain_problem, load_rollout, rollout_command, RequestMeta, Written};
 use crate::idempotency::{self, Reply};
 use crate::problem::{FieldError, Problem};
@@ -578,13 +579,21 @@ pub async fn decide_deviation(
     // R11: another team's deviation answers exactly as one that does not exist.
     let not_found = || Problem::not_found("deviation not found").with_rule("R11");
     let deviation_id = DeviationId::parse(&path).map_err(|_| not_found())?;
-    let id = deviation_rollout(&state, &deviation_id)
-        .await?
-        .ok_or_else(not_found)?;
-    let (current, _, _) = load_rollout(&*state.store, &id).await?;
-    if !current.rollout().is_some_and(|r| caller.may_see(&r.team)) {
-        return Err(not_found());
-    }
+    let id = match indexed_deviation(&state, &caller, &deviation_id).await {
+        Some(Ok(id)) => id,
+        Some(Err(())) => return Err(not_found()),
+        // Not projected yet (or the index cannot be read): from the events themselves.
+        None => {
+            let id = deviation_rollout_from_events(&state, &deviation_id)
+                .await?
+                .ok_or_else(not_found)?;
+            let (current, _, _) = load_rollout(&*state.store, &id).await?;
+            if !current.rollout().is_some_and(|r| caller.may_see(&r.team)) {
+                return Err(not_found());
+            }
+            id
+        }
+    };
     let comment = body.value.comment;
     let command = match body.value.decision {
         DeviationVerdict::Grant => RolloutCommand::GrantDeviation {
@@ -612,8 +621,32 @@ pub async fn decide_deviation(
     .await
 }
 
+/// Which rollout a deviation belongs to, from the deviation index read model: `None` when
+/// the index does not know the deviation (yet), `Some(Err(()))` when it belongs to a team
+/// outside the caller's (R11).
+async fn indexed_deviation(
+    state: &AppState,
+    caller: &Caller,
+    deviation_id: &DeviationId,
+) -> Option<Result<RolloutId, ()>> {
+    let found =
+        rollgate_projections::deviation_rollout(&state.store.pool(), deviation_id.as_uuid()).await;
+    let d = match found {
+        Ok(d) => d?,
+        Err(e) => {
+            tracing::warn!(error = %e, "deviation index unreadable; reading the log");
+            return None;
+        }
+    };
+    let team = rollgate_domain::Team::parse(&d.team).ok()?;
+    if !caller.may_see(&team) {
+        return Some(Err(()));
+    }
+    RolloutId::parse(&d.rollout_id).ok().map(Ok)
+}
+
 /// Which rollout a deviation belongs to, from the event that requested it.
-async fn deviation_rollout(
+async fn deviation_rollout_from_events(
     state: &AppState,
     deviation_id: &DeviationId,
 ) -> Result<Option<RolloutId>, Problem> {
@@ -771,11 +804,6 @@ pub struct AsOfQuery {
     as_of: Option<String>,
 }
 
-enum AsOf {
-    Position(u64),
-    Time(DateTime<Utc>),
-}
-
 fn parse_as_of(raw: &str) -> Result<AsOf, Problem> {
     if let Ok(p) = raw.parse::<u64>() {
         return Ok(AsOf::Position(p));
@@ -787,7 +815,8 @@ fn parse_as_of(raw: &str) -> Result<AsOf, Problem> {
         })
 }
 
-/// `GET /v1/rollouts/{id}`: the rollout now, or `as_of` a position or time (by replay).
+/// `GET /v1/rollouts/{id}`: the rollout now, or `as_of` a position or time (by replay from
+/// the nearest checkpoint of the stream).
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -796,26 +825,19 @@ pub async fn get(
 ) -> Result<HttpResponse, Problem> {
     let id = parse_rollout_id(&path)?;
     let as_of = query.as_of.as_deref().map(parse_as_of).transpose()?;
-    let (_, recorded, events) = load_rollout(&*state.store, &id).await?;
     let not_found = || Problem::not_found("rollout not found").with_rule("R11");
-    let full = rollgate_domain::RolloutState::from_events(&events);
-    let rollout = full.rollout().ok_or_else(not_found)?;
+    let (now, _) = state.cache.rollout(&*state.store, &id).await?;
+    let rollout = now.rollout().ok_or_else(not_found)?;
     if !caller.may_see(&rollout.team) {
         return Err(not_found());
     }
-    let keep = |r: &rollgate_store::RecordedEvent| match &as_of {
-        None => true,
-        Some(AsOf::Position(p)) => r.position <= *p,
-        Some(AsOf::Time(t)) => r.recorded_at <= *t,
-    };
-    let n = recorded.iter().take_while(|r| keep(r)).count();
-    let state_then = rollgate_domain::RolloutState::from_events(&events[..n]);
-    let Some(r) = state_then.rollout() else {
+    let as_of = as_of.unwrap_or(AsOf::Position(u64::MAX));
+    let (then, as_of_position) = state.cache.rollout_as_of(&*state.store, &id, as_of).await?;
+    let Some(r) = then.rollout() else {
         return Err(Problem::not_found(
             "the rollout did not exist at that point",
         ));
     };
-    let as_of_position = recorded[..n].last().map(|e| e.position);
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", format!("\"{}\"", r.version)))
         .json(view(r, as_of_position)))

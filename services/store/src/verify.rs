@@ -52,6 +52,17 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// A checker that continues a chain already verified up to `head`: the first event fed
+    /// must be at `head.position + 1` and name `head.hash` as its `prev_hash` (a partial
+    /// export that starts where an earlier one ended).
+    pub fn continuing(head: &Head) -> Self {
+        Self {
+            position: head.position,
+            hash: head.hash.clone(),
+            failure: None,
+        }
+    }
+
     /// Checks the next event; returns false once the chain is broken.
     pub fn feed(&mut self, e: &RecordedEvent) -> bool {
         if self.failure.is_some() {
