@@ -68,7 +68,7 @@ impl Committer {
         head_signal: Arc<watch::Sender<u64>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(options.max_batch_requests * 4);
-        let worker = Worker {
+        let worker = Arc::new(Worker {
             backend,
             clock: options.clock.clone(),
             fail_points: options.fail_points.clone(),
@@ -76,8 +76,13 @@ impl Committer {
             max_requests: options.max_batch_requests.max(1),
             max_events: options.max_batch_events.max(1),
             head_signal,
-        };
-        tokio::spawn(worker.run(rx));
+        });
+        // Several committers pipeline: while one batch holds the head lock and commits,
+        // the next is already formed and waiting for the lock.
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..options.committers.max(1) {
+            tokio::spawn(worker.clone().run(rx.clone()));
+        }
         Self {
             tx,
             max_event_bytes: options.max_event_bytes,
@@ -156,19 +161,26 @@ struct Worker<B> {
 }
 
 impl<B: Backend> Worker<B> {
-    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
-        while let Some(first) = rx.recv().await {
-            let mut events = first.request.events.len();
-            let mut batch = vec![first];
-            while batch.len() < self.max_requests && events < self.max_events {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        events += p.request.events.len();
-                        batch.push(p);
+    async fn run(self: Arc<Self>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+        loop {
+            let (batch, events) = {
+                let mut rx = queue.lock().await;
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut events = first.request.events.len();
+                let mut batch = vec![first];
+                while batch.len() < self.max_requests && events < self.max_events {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            events += p.request.events.len();
+                            batch.push(p);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
-            }
+                (batch, events)
+            };
             let requests: Vec<&AppendRequest> = batch.iter().map(|p| &p.request).collect();
             let span = tracing::debug_span!("append_batch", requests = requests.len(), events);
             let started = std::time::Instant::now();

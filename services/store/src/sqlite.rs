@@ -51,6 +51,11 @@ impl SqliteStore {
             .fetch_one(&pool)
             .await?;
         let head_signal = Arc::new(watch::channel(head as u64).0);
+        // One writer at a time: more committers would only poll for the write lock.
+        let options = StoreOptions {
+            committers: 1,
+            ..options
+        };
         let committer = Committer::spawn(
             SqliteBackend { pool: pool.clone() },
             &options,

@@ -112,6 +112,8 @@ pub struct StoreOptions {
     pub max_batch_requests: usize,
     /// Most events committed in one transaction.
     pub max_batch_events: usize,
+    /// Committer tasks (PostgreSQL; SQLite always uses one, as it has one writer).
+    pub committers: usize,
     /// Connection pool size.
     pub max_connections: u32,
     /// How this instance names itself to PostgreSQL (`pg_stat_activity.application_name`).
@@ -130,6 +132,7 @@ impl Default for StoreOptions {
             max_event_bytes: 1024 * 1024,
             max_batch_requests: 256,
             max_batch_events: 2048,
+            committers: 3,
             max_connections: 16,
             application_name: "rollgate".to_owned(),
             clock: Arc::new(SystemClock),
@@ -145,6 +148,7 @@ impl fmt::Debug for StoreOptions {
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_batch_requests", &self.max_batch_requests)
             .field("max_batch_events", &self.max_batch_events)
+            .field("committers", &self.committers)
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }

@@ -227,9 +227,11 @@ async fn sixteen_concurrent_writers_one_winner(kind: BackendKind) {
 async fn group_commit_fails_only_the_wrong_request(kind: BackendKind) {
     let db = TestDb::new(kind).await;
     let fail_points = Arc::new(Mutex::new(FailPoints::default()));
+    // One committer, so the queued appends form exactly one batch behind the blocker.
     let store = db
         .store(StoreOptions {
             fail_points: fail_points.clone(),
+            committers: 1,
             ..Default::default()
         })
         .await;
