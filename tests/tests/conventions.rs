@@ -123,7 +123,73 @@ async fn unknown_advance_request_is_not_found(kind: Backend) {
     assert_eq!(app.event_count().await, before);
 }
 
+async fn stream_reads_honour_min_position(kind: Backend) {
+    let app = TestApp::spawn(kind).await;
+    let id = flow::running_example(&app).await;
+    let head = app.event_count().await;
+    let token = ALICE.token(&app);
+    for path in [
+        format!("/v1/rollouts/{id}"),
+        format!("/v1/rollouts/{id}/events"),
+    ] {
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        app.get(&format!("{path}{joiner}min_position={head}"), &token)
+            .await
+            .assert_status(200);
+        let r = app
+            .get(
+                &format!("{path}{joiner}min_position={}", head + 1000),
+                &token,
+            )
+            .await;
+        r.assert_problem(503, None);
+        assert!(r.header("retry-after").is_some());
+        app.get(&format!("{path}{joiner}min_position=soon"), &token)
+            .await
+            .assert_problem(422, None);
+    }
+}
+
+async fn metrics_count_requests_and_appends(kind: Backend) {
+    let app = TestApp::spawn(kind).await;
+    flow::running_example(&app).await;
+    let r = app.request(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(r.status.as_u16(), 200);
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "rollgate_http_requests_total{method=\"POST\",route=\"/v1/rollouts\",status=\"201\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollgate_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollgate_append_batch_duration_seconds_count"),
+        "{text}"
+    );
+    let appended: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rollgate_events_appended_total "))
+        .expect("events counter")
+        .parse()
+        .unwrap();
+    assert_eq!(appended as u64, app.event_count().await);
+}
+
 both_backends!(
+    stream_reads_honour_min_position,
+    metrics_count_requests_and_appends,
     abandoned_idempotency_claim_is_taken_over,
     if_match_star_matches_any_version,
     rollback_without_reason_names_the_field,

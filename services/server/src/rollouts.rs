@@ -802,6 +802,29 @@ pub async fn annotate(
 pub struct AsOfQuery {
     #[serde(default)]
     as_of: Option<String>,
+    #[serde(default)]
+    min_position: Option<String>,
+}
+
+/// Read-your-writes for reads served from the log itself: a position the log has not
+/// reached yet is waited for (bounded), then answered 503 with `Retry-After`.
+async fn wait_for_log(state: &AppState, raw: Option<&str>) -> Result<(), Problem> {
+    let Some(wanted) = crate::reads::parse_min_position(raw)? else {
+        return Ok(());
+    };
+    let mut signal = state.store.subscribe();
+    if state.store.head().await?.position >= wanted {
+        return Ok(());
+    }
+    let reached = tokio::time::timeout(state.read_wait, signal.wait_for(|p| *p >= wanted)).await;
+    if matches!(reached, Ok(Ok(_))) || state.store.head().await?.position >= wanted {
+        Ok(())
+    } else {
+        Err(Problem::unavailable(
+            format!("the log has not reached position {wanted} yet"),
+            1,
+        ))
+    }
 }
 
 fn parse_as_of(raw: &str) -> Result<AsOf, Problem> {
@@ -825,6 +848,7 @@ pub async fn get(
 ) -> Result<HttpResponse, Problem> {
     let id = parse_rollout_id(&path)?;
     let as_of = query.as_of.as_deref().map(parse_as_of).transpose()?;
+    wait_for_log(&state, query.min_position.as_deref()).await?;
     let not_found = || Problem::not_found("rollout not found").with_rule("R11");
     let (now, _) = state.cache.rollout(&*state.store, &id).await?;
     let rollout = now.rollout().ok_or_else(not_found)?;
@@ -878,6 +902,8 @@ pub struct EventsQuery {
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
+    #[serde(default)]
+    min_position: Option<String>,
 }
 
 pub fn parse_limit(limit: Option<i64>) -> Result<usize, Problem> {
@@ -900,6 +926,7 @@ pub async fn events(
 ) -> Result<HttpResponse, Problem> {
     let id = parse_rollout_id(&path)?;
     let limit = parse_limit(query.limit)?;
+    wait_for_log(&state, query.min_position.as_deref()).await?;
     let after: u64 = match &query.cursor {
         None => 0,
         Some(c) => c
