@@ -150,31 +150,52 @@ pub async fn verify(
 ) -> Result<VerifyReport, StoreError> {
     const PAGE: usize = 10_000;
     let stored_head = store.head().await?;
+    let end = stored_head.position;
     let mut verifier = ChainVerifier::default();
-    let mut after = 0;
-    while after < stored_head.position {
-        let page = store.read_all(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for e in page
-            .iter()
-            .take_while(|e| e.position <= stored_head.position)
-        {
-            if !verifier.feed(e) {
-                return Ok(verifier.finish(None, None));
-            }
-            if let Some(x) = exported {
-                if e.position == x.position && e.hash != x.hash {
-                    return Ok(VerifyReport::bad(
-                        e.position,
-                        "hash differs from the exported head: the log was rewritten",
-                    ));
+    if end == 0 {
+        return Ok(verifier.finish(Some(&stored_head), exported));
+    }
+    // Hashing one page (on a blocking thread) overlaps with reading the next.
+    let mut page = store.read_all(0, PAGE).await?;
+    while let Some(last) = page.last().map(|e| e.position) {
+        let more = page.len() == PAGE && last < end;
+        let exported_at = exported.cloned();
+        let hashing = tokio::task::spawn_blocking(move || {
+            let mut bad = None;
+            for e in page.iter().take_while(|e| e.position <= end) {
+                if !verifier.feed(e) {
+                    break;
+                }
+                if let Some(x) = &exported_at {
+                    if e.position == x.position && e.hash != x.hash {
+                        bad = Some(VerifyReport::bad(
+                            e.position,
+                            "hash differs from the exported head: the log was rewritten",
+                        ));
+                        break;
+                    }
                 }
             }
+            (verifier, bad)
+        });
+        let next = async {
+            if more {
+                store.read_all(last, PAGE).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (hashed, next) = tokio::join!(hashing, next);
+        let (v, bad) =
+            hashed.map_err(|e| StoreError::Database(format!("verification task: {e}")))?;
+        verifier = v;
+        if let Some(report) = bad {
+            return Ok(report);
         }
-        if page.len() < PAGE {
-            break;
+        if verifier.failure.is_some() {
+            return Ok(verifier.finish(None, None));
         }
+        page = next?;
     }
     Ok(verifier.finish(Some(&stored_head), exported))
 }

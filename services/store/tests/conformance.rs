@@ -620,6 +620,40 @@ async fn verify_names_the_tampered_position(kind: BackendKind) {
     }
 }
 
+/// Verification reads the log in pages while hashing the previous one: a log spanning
+/// several pages verifies, and a change on a later page is still named exactly.
+async fn verify_across_pages(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    for i in 0..25 {
+        store
+            .append(&format!("s{}", i % 3), ExpectedVersion::Any, events(1000))
+            .await
+            .unwrap();
+    }
+    match verify(&*store, None).await.unwrap() {
+        VerifyReport::Ok {
+            verified_through, ..
+        } => assert_eq!(verified_through, 25_000),
+        bad => panic!("intact log reported bad: {bad:?}"),
+    }
+    let change = match kind {
+        BackendKind::Postgres => {
+            "UPDATE events SET payload = jsonb_set(payload, '{n}', '7') WHERE position = 20001"
+        }
+        BackendKind::Sqlite => {
+            "UPDATE events SET payload = json_set(payload, '$.n', 7) WHERE position = 20001"
+        }
+    };
+    tamper(&db, &*store, &[change]).await;
+    match verify(&*store, None).await.unwrap() {
+        VerifyReport::Bad {
+            first_bad_position, ..
+        } => assert_eq!(first_bad_position, 20_001),
+        ok => panic!("tampering went unnoticed: {ok:?}"),
+    }
+}
+
 async fn deleted_tail_is_detected_against_exported_head(kind: BackendKind) {
     let db = TestDb::new(kind).await;
     let store = db.store(StoreOptions::default()).await;
@@ -806,6 +840,7 @@ conformance!(
     acknowledged_appends_survive_kill_9,
     database_refuses_update_delete_truncate,
     verify_names_the_tampered_position,
+    verify_across_pages,
     deleted_tail_is_detected_against_exported_head,
     rewritten_log_is_detected_against_exported_head,
     oversized_event_is_refused,
