@@ -339,8 +339,16 @@ pub async fn rebuild(
         .await?;
     }
     tx.commit().await?;
-    Projector::new(store).catch_up().await
+    // Replaying history: larger batches, fewer transactions.
+    let options = ProjectorOptions {
+        batch_size: REBUILD_BATCH_SIZE,
+        ..Default::default()
+    };
+    Projector::with_options(store, options).catch_up().await
 }
+
+/// Events per transaction when rebuilding from position 0.
+pub const REBUILD_BATCH_SIZE: usize = 5000;
 
 /// Every row of every read-model table (or of one model), each value as text, in key order:
 /// `(table, rows)`. Used to check that a rebuild reproduces the incremental projection.
