@@ -31,9 +31,12 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Events in the log for verify, rebuild, audit query, export and memory.
+    /// Events in the log for verify, rebuild, audit query, export and memory (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     log_events: usize,
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
+    backends: Vec<String>,
     /// The `rollgate` binary (default: beside this one).
     #[arg(long)]
     rollgate: Option<PathBuf>,
@@ -473,7 +476,14 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| measurement | backend | result | ratio to baseline | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
-    for kind in [BackendKind::Postgres, BackendKind::Sqlite] {
+    let kinds: Vec<BackendKind> = [BackendKind::Postgres, BackendKind::Sqlite]
+        .into_iter()
+        .filter(|k| {
+            let name = format!("{k:?}").to_lowercase();
+            args.backends.iter().any(|b| b.eq_ignore_ascii_case(&name))
+        })
+        .collect();
+    for kind in kinds {
         {
             let db = TestDb::new(kind).await;
             let store = db
@@ -514,7 +524,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(&l),
             );
         }
-        {
+        if args.log_events > 0 {
             let db = TestDb::new(kind).await;
             let store = db.store(StoreOptions::default()).await;
             let t = Instant::now();
