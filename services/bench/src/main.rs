@@ -373,10 +373,12 @@ async fn load_log(store: &dyn EventStore, n: usize) -> anyhow::Result<()> {
     while written < n {
         let stream_no = (written / 1000) % versions.len();
         let team = format!("team-{}", stream_no % 50);
-        let actor = format!("user-{}", written % 200);
         let count = 1000.min(n - written);
         let batch: Vec<EventData> = (0..count)
-            .map(|i| stored(&note((written + i) as u64), &actor, &team))
+            .map(|i| {
+                let actor = format!("user-{}", (written + i) % 200);
+                stored(&note((written + i) as u64), &actor, &team)
+            })
             .collect();
         let stream = format!("rollout-{}", Uuid::from_u128(stream_no as u128 + 1));
         versions[stream_no] = store

@@ -58,6 +58,11 @@ pub async fn open_store(
         rollgate_store::BackendKind::Sqlite => {
             let pool = rollgate_store::sqlite_pool(url, options.max_connections).await?;
             rollgate_schema::migrate(&rollgate_store::DatabasePool::Sqlite(pool.clone())).await?;
+            // Give SQLite's planner statistics for the read-model indexes (bounded work; on
+            // PostgreSQL autovacuum does this).
+            sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
+                .execute(&pool)
+                .await?;
             Arc::new(rollgate_store::SqliteStore::with_pool(pool, options).await?)
         }
     };
