@@ -41,6 +41,15 @@ pub struct Written {
 }
 
 impl Written {
+    fn new(o: rollgate_store::AppendOutcome, event_types: Vec<&'static str>) -> Self {
+        Written {
+            stream_version: o.stream_version,
+            first_position: o.first_position,
+            last_position: o.last_position,
+            event_types,
+        }
+    }
+
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.stream_version)
     }
@@ -56,6 +65,27 @@ impl Written {
             b.extend(e);
         }
         body
+    }
+}
+
+/// The parts of a request every write needs.
+pub struct Call<'a> {
+    pub state: &'a AppState,
+    pub caller: &'a Caller,
+    pub req: &'a HttpRequest,
+    pub raw: &'a [u8],
+}
+
+impl Call<'_> {
+    /// Runs `write` at most once per (caller, `Idempotency-Key`) and answers its reply.
+    pub async fn once<F, Fut>(&self, write: F) -> Result<actix_web::HttpResponse, Problem>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<crate::idempotency::Reply, Problem>>,
+    {
+        let pool = self.state.store.pool();
+        let now = self.state.clock.now();
+        crate::idempotency::once(&pool, self.caller.sub(), self.req, self.raw, now, write).await
     }
 }
 
@@ -86,6 +116,25 @@ impl RequestMeta {
             request_id,
         }
     }
+}
+
+/// Stored form of decided events (fresh ids, shared metadata), and their type names.
+fn event_data(
+    events: impl Iterator<Item = (&'static str, u32, Value)>,
+    metadata: &Value,
+) -> (Vec<EventData>, Vec<&'static str>) {
+    events
+        .map(|(event_type, schema_version, payload)| {
+            let data = EventData {
+                id: Uuid::new_v4(),
+                event_type: event_type.to_owned(),
+                schema_version,
+                payload,
+                metadata: metadata.clone(),
+            };
+            (data, event_type)
+        })
+        .unzip()
 }
 
 fn metadata(caller: &Caller, team: &Team, meta: &RequestMeta, policy_version: u64) -> Value {
@@ -220,16 +269,10 @@ pub async fn rollout_command(
         };
         let events = decide(&current, command.clone(), &ctx).map_err(domain_problem)?;
         let md = metadata(caller, &team, meta, ctx.policy.version);
-        let data: Vec<EventData> = events
+        let stored = events
             .iter()
-            .map(|e| EventData {
-                id: Uuid::new_v4(),
-                event_type: e.event_type().to_owned(),
-                schema_version: e.schema_version(),
-                payload: e.payload(),
-                metadata: md.clone(),
-            })
-            .collect();
+            .map(|e| (e.event_type(), e.schema_version(), e.payload()));
+        let (data, types) = event_data(stored, &md);
         let expected = if creating {
             ExpectedVersion::NoStream
         } else {
@@ -240,14 +283,7 @@ pub async fn rollout_command(
             .append(&rollout_stream(id), expected, data)
             .await
         {
-            Ok(o) => {
-                return Ok(Written {
-                    stream_version: o.stream_version,
-                    first_position: o.first_position,
-                    last_position: o.last_position,
-                    event_types: events.iter().map(|e| e.event_type()).collect(),
-                })
-            }
+            Ok(o) => return Ok(Written::new(o, types)),
             Err(StoreError::WrongExpectedVersion { current, .. }) if if_match.is_some() => {
                 return Err(precondition_failed(if_match.unwrap_or(0), current));
             }
@@ -287,29 +323,16 @@ pub async fn policy_command(
             })
             .unwrap_or_else(|| current.snapshot().version);
         let md = metadata(caller, team, meta, policy_version);
-        let data: Vec<EventData> = events
+        let stored = events
             .iter()
-            .map(|e| EventData {
-                id: Uuid::new_v4(),
-                event_type: e.event_type().to_owned(),
-                schema_version: e.schema_version(),
-                payload: e.payload(),
-                metadata: md.clone(),
-            })
-            .collect();
+            .map(|e| (e.event_type(), e.schema_version(), e.payload()));
+        let (data, types) = event_data(stored, &md);
         match state
             .store
             .append(&policy_stream(team), ExpectedVersion::Exact(version), data)
             .await
         {
-            Ok(o) => {
-                return Ok(Written {
-                    stream_version: o.stream_version,
-                    first_position: o.first_position,
-                    last_position: o.last_position,
-                    event_types: events.iter().map(|e| e.event_type()).collect(),
-                })
-            }
+            Ok(o) => return Ok(Written::new(o, types)),
             Err(StoreError::WrongExpectedVersion { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::{Json, OptionalJson};
-use crate::execute::{policy_command, RequestMeta};
-use crate::idempotency::{self, Reply};
+use crate::execute::{policy_command, Call, RequestMeta};
+use crate::idempotency::Reply;
 use crate::problem::Problem;
 use crate::rollouts::NoInput;
 use crate::AppState;
@@ -31,14 +31,7 @@ fn check_team(caller: &Caller, team: &Team) -> Result<(), Problem> {
     }
 }
 
-/// The parts of a request every write needs.
-struct Call<'a> {
-    state: &'a AppState,
-    caller: &'a Caller,
-    req: &'a HttpRequest,
-    raw: &'a [u8],
-}
-
+/// Runs a policy command (once per Idempotency-Key) and answers with the new version.
 async fn run(
     call: Call<'_>,
     team: Team,
@@ -46,17 +39,10 @@ async fn run(
     command: PolicyCommand,
     extra: Value,
 ) -> Result<HttpResponse, Problem> {
-    let Call {
-        state,
-        caller,
-        req,
-        raw,
-    } = call;
-    check_team(caller, &team)?;
-    let meta = RequestMeta::of(req);
-    let pool = state.store.pool();
-    let do_it = || async {
-        let w = policy_command(state, caller, &meta, &team, command).await?;
+    check_team(call.caller, &team)?;
+    let meta = RequestMeta::of(call.req);
+    call.once(|| async {
+        let w = policy_command(call.state, call.caller, &meta, &team, command).await?;
         let mut body = w.body(extra);
         body["team"] = json!(team.as_str());
         Ok(Reply {
@@ -65,12 +51,8 @@ async fn run(
             location: None,
             body,
         })
-    };
-    if req.method() == actix_web::http::Method::POST {
-        idempotency::once(&pool, caller.sub(), req, raw, state.clock.now(), do_it).await
-    } else {
-        do_it().await.map(Reply::into_response)
-    }
+    })
+    .await
 }
 
 #[derive(Deserialize)]

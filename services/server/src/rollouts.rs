@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::body::{Json, OptionalJson};
 use crate::cache::AsOf;
-use crate::execute::{domain_problem, load_rollout, rollout_command, RequestMeta, Written};
-use crate::idempotency::{self, Reply};
+use crate::execute::{domain_problem, load_rollout, rollout_command, Call, RequestMeta};
+use crate::idempotency::Reply;
 use crate::problem::{FieldError, Problem};
 use crate::AppState;
 
@@ -30,14 +30,6 @@ pub fn parse_rollout_id(raw: &str) -> Result<RolloutId, Problem> {
 pub struct NoInput {}
 
 /// Runs a rollout command once per Idempotency-Key and answers with the new version.
-/// The parts of a request every write needs.
-struct Call<'a> {
-    state: &'a AppState,
-    caller: &'a Caller,
-    req: &'a HttpRequest,
-    raw: &'a [u8],
-}
-
 async fn run(
     call: Call<'_>,
     id: RolloutId,
@@ -45,17 +37,10 @@ async fn run(
     command: RolloutCommand,
     extra: Value,
 ) -> Result<HttpResponse, Problem> {
-    let Call {
-        state,
-        caller,
-        req,
-        raw,
-    } = call;
-    let meta = RequestMeta::of(req);
-    let pool = state.store.pool();
-    idempotency::once(&pool, caller.sub(), req, raw, state.clock.now(), || async {
-        let if_match = if_match(req, &command)?;
-        let w: Written = rollout_command(state, caller, &meta, &id, if_match, command).await?;
+    let meta = RequestMeta::of(call.req);
+    call.once(|| async {
+        let if_match = if_match(call.req, &command)?;
+        let w = rollout_command(call.state, call.caller, &meta, &id, if_match, command).await?;
         let mut body = w.body(extra);
         body["rollout_id"] = json!(id.to_string());
         Ok(Reply {
