@@ -323,17 +323,37 @@ pub async fn audit(
     if !scope(&mut sql, "team", &filter.teams) {
         return Ok(empty());
     }
+    // SQLite's planner, short of statistics, may drive the query from the least selective
+    // index (every row has the same event type); name the index to use by disqualifying the
+    // others with a unary `+` (SQLite only: PostgreSQL plans from its own statistics).
+    let sqlite = matches!(pool, DatabasePool::Sqlite(_));
+    let driver = if filter.actor.is_some() {
+        "actor_id"
+    } else if filter.rollout_id.is_some() {
+        "rollout_id"
+    } else if filter.team.is_some() {
+        "team"
+    } else {
+        "event_type"
+    };
+    let col = |c: &str| {
+        if sqlite && c != driver {
+            format!(" AND +{c} = ")
+        } else {
+            format!(" AND {c} = ")
+        }
+    };
     if let Some(t) = &filter.team {
-        sql.push(" AND team = ").arg(Val::text(t));
+        sql.push(&col("team")).arg(Val::text(t));
     }
     if let Some(a) = &filter.actor {
-        sql.push(" AND actor_id = ").arg(Val::text(a));
+        sql.push(&col("actor_id")).arg(Val::text(a));
     }
     if let Some(r) = &filter.rollout_id {
-        sql.push(" AND rollout_id = ").arg(Val::text(r.to_string()));
+        sql.push(&col("rollout_id")).arg(Val::text(r.to_string()));
     }
     if let Some(t) = &filter.event_type {
-        sql.push(" AND event_type = ").arg(Val::text(t));
+        sql.push(&col("event_type")).arg(Val::text(t));
     }
     if let Some(t) = filter.from {
         sql.push(" AND recorded_at >= ").arg(Val::time(t));
