@@ -20,7 +20,7 @@ use crate::execute::{policy_stream, rollout_stream};
 use crate::problem::Problem;
 
 /// A checkpoint is kept every this many events of a stream.
-pub const CHECKPOINT_EVERY: u64 = 256;
+pub const CHECKPOINT_EVERY: u64 = 64;
 
 const PAGE: usize = 1000;
 
@@ -92,18 +92,19 @@ impl StateCache {
         Ok((entry.current.state.clone(), entry.current.version))
     }
 
-    /// The rollout as it was after the last event `as_of` keeps, replayed from the nearest
-    /// checkpoint; with the position of that event.
+    /// The rollout now, and as it was after the last event `as_of` keeps (replayed from the
+    /// nearest checkpoint) with the position of that event.
     pub async fn rollout_as_of(
         &self,
         store: &dyn EventStore,
         id: &RolloutId,
         as_of: AsOf,
-    ) -> Result<(RolloutState, Option<u64>), Problem> {
+    ) -> Result<(RolloutState, RolloutState, Option<u64>), Problem> {
         let entry = self.refresh(store, id).await?;
+        let now = entry.current.state.clone();
         if as_of.keeps(entry.current.position, entry.current.recorded_at) {
             let c = &entry.current;
-            return Ok((c.state.clone(), (c.version > 0).then_some(c.position)));
+            return Ok((now, c.state.clone(), (c.version > 0).then_some(c.position)));
         }
         let start = entry
             .checkpoints
@@ -130,7 +131,7 @@ impl StateCache {
                 break;
             }
         }
-        Ok((state, position))
+        Ok((now, state, position))
     }
 
     /// Brings the entry of `id` up to the stream's head.

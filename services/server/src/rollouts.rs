@@ -835,13 +835,13 @@ pub async fn get(
     let as_of = query.as_of.as_deref().map(parse_as_of).transpose()?;
     wait_for_log(&state, query.min_position.as_deref()).await?;
     let not_found = || Problem::not_found("rollout not found").with_rule("R11");
-    let (now, _) = state.cache.rollout(&*state.store, &id).await?;
+    let as_of = as_of.unwrap_or(AsOf::Position(u64::MAX));
+    let (now, then, as_of_position) = state.cache.rollout_as_of(&*state.store, &id, as_of).await?;
+    // R11 is judged on the rollout as it is now, so a time before it existed leaks nothing.
     let rollout = now.rollout().ok_or_else(not_found)?;
     if !caller.may_see(&rollout.team) {
         return Err(not_found());
     }
-    let as_of = as_of.unwrap_or(AsOf::Position(u64::MAX));
-    let (then, as_of_position) = state.cache.rollout_as_of(&*state.store, &id, as_of).await?;
     let Some(r) = then.rollout() else {
         return Err(Problem::not_found(
             "the rollout did not exist at that point",
