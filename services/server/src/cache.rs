@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use lru::LruCache;
 use rollgate_domain::{
-    evolve, evolve_policy, PolicyEvent, PolicyState, RolloutEvent, RolloutId, RolloutState, Team,
+    evolve, evolve_policy, PolicyEvent, PolicyState, RolloutId, RolloutState, Team,
 };
-use rollgate_store::{EventStore, RecordedEvent};
+use rollgate_store::EventStore;
 
-use crate::execute::{policy_stream, rollout_stream};
+use crate::execute::{decode_rollout, policy_stream, rollout_stream};
 use crate::problem::Problem;
 
 /// A checkpoint is kept every this many events of a stream.
@@ -60,13 +60,6 @@ impl AsOf {
 pub struct StateCache {
     rollouts: Mutex<LruCache<RolloutId, RolloutEntry>>,
     policies: Mutex<LruCache<Team, (PolicyState, u64)>>,
-}
-
-fn decode_rollout(e: &RecordedEvent) -> Result<RolloutEvent, Problem> {
-    RolloutEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone()).map_err(|err| {
-        tracing::error!(position = e.position, error = %err, "undecodable stored event");
-        Problem::internal()
-    })
 }
 
 impl StateCache {

@@ -5,9 +5,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest};
 use rollgate_domain::{
-    decide, decide_policy, evolve, evolve_policy, Context, DomainError, ErrorKind, PolicyCommand,
-    PolicyContext, PolicyEvent, PolicySnapshot, PolicyState, RolloutCommand, RolloutEvent,
-    RolloutId, RolloutState, Team,
+    decide, decide_policy, Context, DomainError, ErrorKind, PolicyCommand, PolicyContext,
+    PolicyEvent, PolicySnapshot, RolloutCommand, RolloutEvent, RolloutId, RolloutState, Team,
 };
 use rollgate_store::{
     read_whole_stream, EventData, EventStore, ExpectedVersion, RecordedEvent, StoreError,
@@ -195,7 +194,8 @@ pub fn domain_problem(e: DomainError) -> Problem {
     }
 }
 
-fn decode_rollout(e: &RecordedEvent) -> Result<RolloutEvent, Problem> {
+/// Decodes (and upcasts) a stored rollout event; an undecodable one is a server fault.
+pub(crate) fn decode_rollout(e: &RecordedEvent) -> Result<RolloutEvent, Problem> {
     RolloutEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone()).map_err(|err| {
         tracing::error!(position = e.position, error = %err, "undecodable stored event");
         Problem::internal()
@@ -214,24 +214,6 @@ pub async fn load_rollout(
         .collect::<Result<Vec<_>, _>>()?;
     let state = RolloutState::from_events(&events);
     Ok((state, recorded, events))
-}
-
-/// The team's policy stream folded.
-pub async fn load_policy(
-    store: &dyn EventStore,
-    team: &Team,
-) -> Result<(PolicyState, u64), Problem> {
-    let recorded = read_whole_stream(store, &policy_stream(team)).await?;
-    let mut state = PolicyState::default();
-    for e in &recorded {
-        let event = PolicyEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone())
-            .map_err(|err| {
-                tracing::error!(position = e.position, error = %err, "undecodable policy event");
-                Problem::internal()
-            })?;
-        state = evolve_policy(state, &event);
-    }
-    Ok((state, recorded.len() as u64))
 }
 
 /// The policy in force for `team` (defaults until one is published).
@@ -354,15 +336,4 @@ fn precondition_failed(expected: u64, current: u64) -> Problem {
     );
     p.current_version = Some(current);
     p
-}
-
-/// Folds a rollout's events up to a position or a time (`as_of`), by replay.
-pub fn state_as_of(
-    events: &[(RecordedEvent, RolloutEvent)],
-    keep: impl Fn(&RecordedEvent) -> bool,
-) -> RolloutState {
-    events
-        .iter()
-        .take_while(|(r, _)| keep(r))
-        .fold(RolloutState::default(), |s, (_, e)| evolve(s, e))
 }
