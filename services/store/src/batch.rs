@@ -77,8 +77,8 @@ impl Committer {
             max_events: options.max_batch_events.max(1),
             head_signal,
         });
-        // Several committers pipeline: while one batch holds the head lock and commits,
-        // the next is already formed and waiting for the lock.
+        // With several committers, batches pipeline: while one holds the head lock and
+        // commits, the next is already formed and waiting for the lock.
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..options.committers.max(1) {
             tokio::spawn(worker.clone().run(rx.clone()));

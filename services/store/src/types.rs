@@ -112,7 +112,9 @@ pub struct StoreOptions {
     pub max_batch_requests: usize,
     /// Most events committed in one transaction.
     pub max_batch_events: usize,
-    /// Committer tasks (PostgreSQL; SQLite always uses one, as it has one writer).
+    /// Committer tasks (PostgreSQL; SQLite always uses one, as it has one writer). More than
+    /// one pipelines batches (the next waits on the head lock while one commits); on two
+    /// cores one was measured faster (BENCHMARKS.md), so that is the default.
     pub committers: usize,
     /// Connection pool size.
     pub max_connections: u32,
@@ -132,7 +134,7 @@ impl Default for StoreOptions {
             max_event_bytes: 1024 * 1024,
             max_batch_requests: 256,
             max_batch_events: 2048,
-            committers: 3,
+            committers: 1,
             max_connections: 16,
             application_name: "rollgate".to_owned(),
             clock: Arc::new(SystemClock),

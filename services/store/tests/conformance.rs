@@ -174,7 +174,13 @@ async fn expected_version_is_checked(kind: BackendKind) {
 
 async fn sixteen_concurrent_writers_one_winner(kind: BackendKind) {
     let db = TestDb::new(kind).await;
-    let store = db.store(StoreOptions::default()).await;
+    // Three committers, so contending appends also race between pipelined batches.
+    let store = db
+        .store(StoreOptions {
+            committers: 3,
+            ..Default::default()
+        })
+        .await;
     store
         .append("contended", ExpectedVersion::NoStream, events(1))
         .await
@@ -335,7 +341,13 @@ async fn retried_append_is_idempotent(kind: BackendKind) {
 
 async fn reader_never_sees_gaps(kind: BackendKind) {
     let db = TestDb::new(kind).await;
-    let store = db.store(StoreOptions::default()).await;
+    // Three committers: pipelined batches must keep the same guarantees.
+    let store = db
+        .store(StoreOptions {
+            committers: 3,
+            ..Default::default()
+        })
+        .await;
     let sleepy_fp = Arc::new(Mutex::new(FailPoints {
         sleep_before_commit: Some(Duration::from_millis(150)),
         ..Default::default()
