@@ -75,7 +75,21 @@ pub struct Call<'a> {
     pub raw: &'a [u8],
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    pub fn new(
+        state: &'a AppState,
+        caller: &'a Caller,
+        req: &'a HttpRequest,
+        raw: &'a [u8],
+    ) -> Self {
+        Call {
+            state,
+            caller,
+            req,
+            raw,
+        }
+    }
+
     /// Runs `write` at most once per (caller, `Idempotency-Key`) and answers its reply.
     pub async fn once<F, Fut>(&self, write: F) -> Result<actix_web::HttpResponse, Problem>
     where

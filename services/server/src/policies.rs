@@ -86,12 +86,7 @@ pub async fn publish(
         deviation_granter_roles: roles,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         team,
         StatusCode::OK,
         command,
@@ -125,12 +120,7 @@ pub async fn declare_freeze(
     };
     let extra = json!({ "freeze_id": freeze_id.to_string() });
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         team,
         StatusCode::CREATED,
         command,
@@ -151,12 +141,7 @@ pub async fn lift_freeze(
     let freeze_id = FreezeId::parse(&fid).map_err(|_| Problem::not_found("freeze not found"))?;
     let command = PolicyCommand::LiftFreeze { freeze_id };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         team,
         StatusCode::OK,
         command,

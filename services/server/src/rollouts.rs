@@ -113,12 +113,7 @@ pub async fn create(
         }
     }
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
@@ -145,12 +140,7 @@ pub async fn revise_plan(
         .map_err(|e| domain_problem(rollgate_domain::DomainError::Validation(e)))?;
     let command = RolloutCommand::RevisePlan { plan };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -170,12 +160,7 @@ pub async fn sign_off(
     let id = parse_rollout_id(&id)?;
     let command = RolloutCommand::SignOffReadiness { item_key: item };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -196,12 +181,7 @@ macro_rules! bare_command {
         ) -> Result<HttpResponse, Problem> {
             let id = parse_rollout_id(&path)?;
             run(
-                Call {
-                    state: &state,
-                    caller: &caller,
-                    req: &req,
-                    raw: &body.raw,
-                },
+                Call::new(&state, &caller, &req, &body.raw),
                 id,
                 StatusCode::OK,
                 $command,
@@ -228,12 +208,7 @@ pub async fn request_advance(
     let command = RolloutCommand::RequestAdvance { request_id };
     let extra = json!({ "request_id": request_id.to_string() });
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
@@ -282,12 +257,7 @@ pub async fn decide_request(
         },
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
@@ -308,12 +278,7 @@ pub async fn withdraw(
     let request_id = parse_request_id(&rid)?;
     let command = RolloutCommand::WithdrawRequest { request_id };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -345,12 +310,7 @@ pub async fn advance(
         inconclusive_override: body.value.inconclusive_override,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -377,12 +337,7 @@ pub async fn pause(
         reason: body.value.reason,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -403,12 +358,7 @@ pub async fn abort(
         reason: body.value.reason,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -444,12 +394,7 @@ pub async fn rollback(
         reason: body.value.reason,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -482,12 +427,7 @@ pub async fn metrics(
         readings: body.value.readings,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -525,12 +465,7 @@ pub async fn request_deviation(
     };
     let extra = json!({ "deviation_id": deviation_id.to_string() });
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
@@ -592,12 +527,7 @@ pub async fn decide_deviation(
     };
     let extra = json!({ "deviation_id": deviation_id.to_string() });
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::OK,
         command,
@@ -693,12 +623,7 @@ pub async fn record_decision(
     };
     let extra = json!({ "decision_id": decision_id.to_string() });
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
@@ -727,12 +652,7 @@ pub async fn add_note(
         text: body.value.text,
     };
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
@@ -765,12 +685,7 @@ pub async fn annotate(
     };
     let extra = json!({ "annotation_id": annotation_id.to_string() });
     run(
-        Call {
-            state: &state,
-            caller: &caller,
-            req: &req,
-            raw: &body.raw,
-        },
+        Call::new(&state, &caller, &req, &body.raw),
         id,
         StatusCode::CREATED,
         command,
