@@ -191,7 +191,7 @@ pub fn domain_problem(e: DomainError) -> Problem {
         (ErrorKind::Forbidden, _) => {
             Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
         }
-        (ErrorKind::NotFound, _) => Problem::not_found("rollout not found"),
+        (ErrorKind::NotFound, _) => Problem::rollout_not_found(),
         (ErrorKind::Conflict, _) if rule.is_some() => Problem::new(
             StatusCode::CONFLICT,
             "rule-refused",
@@ -256,7 +256,7 @@ pub async fn rollout_command(
         let team = match (&command, current.rollout()) {
             (_, Some(r)) => r.team.clone(),
             (RolloutCommand::Create { team, .. }, None) => team.clone(),
-            (_, None) => return Err(Problem::not_found("rollout not found").with_rule("R11")),
+            (_, None) => return Err(Problem::rollout_not_found()),
         };
         let ctx = Context {
             actor: caller.actor.clone(),

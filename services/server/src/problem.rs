@@ -120,6 +120,12 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    /// R11: the one answer for a rollout that does not exist and for one of another team,
+    /// so the two can never be told apart.
+    pub fn rollout_not_found() -> Self {
+        Self::not_found("rollout not found").with_rule("R11")
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

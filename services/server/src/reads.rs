@@ -369,10 +369,9 @@ async fn visible_stream(
     id: &RolloutId,
 ) -> Result<(Vec<RecordedEvent>, Vec<RolloutEvent>), Problem> {
     let (current, recorded, events) = load_rollout(&*state.store, id).await?;
-    let not_found = || Problem::not_found("rollout not found").with_rule("R11");
-    let rollout = current.rollout().ok_or_else(not_found)?;
+    let rollout = current.rollout().ok_or_else(Problem::rollout_not_found)?;
     if !caller.may_see(&rollout.team) {
-        return Err(not_found());
+        return Err(Problem::rollout_not_found());
     }
     Ok((recorded, events))
 }

@@ -21,7 +21,7 @@ use crate::problem::{FieldError, Problem};
 use crate::AppState;
 
 pub fn parse_rollout_id(raw: &str) -> Result<RolloutId, Problem> {
-    RolloutId::parse(raw).map_err(|_| Problem::not_found("rollout not found").with_rule("R11"))
+    RolloutId::parse(raw).map_err(|_| Problem::rollout_not_found())
 }
 
 /// A body for commands that take no input: absent, or `{}`.
@@ -749,13 +749,12 @@ pub async fn get(
     let id = parse_rollout_id(&path)?;
     let as_of = query.as_of.as_deref().map(parse_as_of).transpose()?;
     wait_for_log(&state, query.min_position.as_deref()).await?;
-    let not_found = || Problem::not_found("rollout not found").with_rule("R11");
     let as_of = as_of.unwrap_or(AsOf::Position(u64::MAX));
     let (now, then, as_of_position) = state.cache.rollout_as_of(&*state.store, &id, as_of).await?;
     // R11 is judged on the rollout as it is now, so a time before it existed leaks nothing.
-    let rollout = now.rollout().ok_or_else(not_found)?;
+    let rollout = now.rollout().ok_or_else(Problem::rollout_not_found)?;
     if !caller.may_see(&rollout.team) {
-        return Err(not_found());
+        return Err(Problem::rollout_not_found());
     }
     let Some(r) = then.rollout() else {
         return Err(Problem::not_found(
@@ -833,11 +832,11 @@ pub async fn events(
             .parse()
             .map_err(|_| Problem::invalid_field("cursor", "not a cursor from this endpoint"))?,
     };
-    let (current, _, _) = load_rollout(&*state.store, &id).await?;
-    let not_found = || Problem::not_found("rollout not found").with_rule("R11");
-    let rollout = current.rollout().ok_or_else(not_found)?;
+    // Only the team is needed here: the cached state costs a tail read, not the stream.
+    let (current, _) = state.cache.rollout(&*state.store, &id).await?;
+    let rollout = current.rollout().ok_or_else(Problem::rollout_not_found)?;
     if !caller.may_see(&rollout.team) {
-        return Err(not_found());
+        return Err(Problem::rollout_not_found());
     }
     let page = state
         .store
