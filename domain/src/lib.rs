@@ -15,18 +15,22 @@
 
 pub mod context;
 pub mod error;
+pub mod gate;
 pub mod guardrail;
 pub mod plan;
 pub mod policy;
 pub mod rollout;
 mod stored;
 pub mod values;
+pub mod webhook;
 
 pub use context::{Context, FreezeWindow, PolicySnapshot, DEFAULT_APPROVAL_VALIDITY_SECONDS};
 pub use error::{
     DomainError, ErrorKind, Rule, UnmetPrecondition, ValidationError, ValidationErrors,
 };
-pub use guardrail::{evaluate, CriterionKind, Evaluation, Reading, Verdict};
+pub use guardrail::{
+    evaluate, CriterionKind, Evaluation, Reading, StageReadings, Verdict, CLOCK_LEEWAY_SECONDS,
+};
 pub use plan::{Plan, PlanSpec, Stage};
 pub use policy::{
     decide_policy, evolve_policy, PolicyCommand, PolicyContext, PolicyEvent, PolicyState,
