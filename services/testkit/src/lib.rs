@@ -5,6 +5,8 @@
 //! it afterwards. An unreachable server fails the test with a clear message: tests never
 //! skip silently.
 
+pub mod tools;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
