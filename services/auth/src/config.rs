@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +24,7 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// The claim holding the principal's teams (`*` = all teams). Default `"teams"`.
     pub teams_claim: String,
-    /// Clock leeway applied to `exp` and `nbf`, in seconds. Default 30, at most 3600.
+    /// Clock leeway applied to `exp`, `nbf` and `iat`, in seconds. Default 30, at most 3600.
     pub leeway_seconds: u64,
     /// Whether an HS256 shared secret may be configured (development only). Default false.
     pub allow_hs256: bool,
@@ -69,6 +70,72 @@ impl AuthConfig {
     }
 }
 
+/// The default maximum token lifetime (`exp - iat`): 24 hours. Long enough for a working
+/// day's session token from an identity provider, short enough that a leaked token is not a
+/// standing credential.
+pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 24 * 3600;
+
+/// The default number of verified tokens remembered by a [`crate::Verifier`].
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+
+/// The default shortest time between two JWKS refreshes caused by unknown key ids.
+pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How tokens are verified, beyond what they must say ([`AuthConfig`]). `Default` gives the
+/// documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The longest accepted token lifetime, `exp - iat`, in seconds. When set, a token
+    /// without `iat` is refused. `None` accepts any lifetime (an `iat` in the future is
+    /// still refused). Default 24 hours ([`DEFAULT_MAX_LIFETIME_SECONDS`]).
+    pub max_lifetime_seconds: Option<u64>,
+    /// How many verified tokens are remembered (least recently used evicted first); a
+    /// remembered token skips the signature check until its `exp`, which is checked on
+    /// every use. 0 turns the cache off. Default 10,000.
+    pub cache_entries: usize,
+    /// With an OpenID Connect key source: the shortest time between two fetches of the
+    /// issuer's JWKS caused by tokens with an unknown `kid`. Default 30 seconds.
+    pub jwks_refresh_interval: Duration,
+    /// With an OpenID Connect key source: how long one discovery or JWKS request may take.
+    /// Default 10 seconds.
+    pub http_timeout: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            max_lifetime_seconds: Some(DEFAULT_MAX_LIFETIME_SECONDS),
+            cache_entries: DEFAULT_CACHE_ENTRIES,
+            jwks_refresh_interval: DEFAULT_JWKS_REFRESH_INTERVAL,
+            http_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl VerifyOptions {
+    pub(crate) fn validate(&self) -> Result<(), AuthError> {
+        if self.max_lifetime_seconds == Some(0) {
+            return Err(AuthError::Config(
+                "the maximum token lifetime must be positive".to_owned(),
+            ));
+        }
+        if self
+            .max_lifetime_seconds
+            .is_some_and(|seconds| i64::try_from(seconds).is_err())
+        {
+            return Err(AuthError::Config(
+                "the maximum token lifetime is too long".to_owned(),
+            ));
+        }
+        if self.http_timeout.is_zero() {
+            return Err(AuthError::Config(
+                "the OpenID Connect HTTP timeout must be positive".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where the verification keys come from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -84,6 +151,20 @@ pub enum KeySource {
     /// Development mode: the Ed25519 key pair `dev-ed25519.pem` / `dev-ed25519.pub.pem` in
     /// this directory, created on first use (see [`crate::DevKeys`]).
     DevKeyDir(PathBuf),
+    /// An OpenID Connect issuer: its keys are discovered from
+    /// `{issuer}/.well-known/openid-configuration` (whose `issuer` must equal this one
+    /// exactly) and its `jwks_uri`, cached, and fetched again when a token names an unknown
+    /// `kid` (at most once per [`VerifyOptions::jwks_refresh_interval`]). Only RS256, ES256
+    /// and EdDSA keys are used. Tokens must carry this `iss` and name `audience` in `aud`;
+    /// these replace [`AuthConfig::issuer`] and [`AuthConfig::audience`]. The issuer must
+    /// be `https://`, or `http://` on a loopback host (development and tests). Needs
+    /// [`crate::Verifier::connect`].
+    Oidc {
+        /// The issuer URL, exactly as the provider writes it in `iss`.
+        issuer: String,
+        /// The audience its tokens are issued for (usually the client id).
+        audience: String,
+    },
 }
 
 impl fmt::Debug for KeySource {
@@ -93,6 +174,11 @@ impl fmt::Debug for KeySource {
             KeySource::JwksFile(path) => f.debug_tuple("JwksFile").field(path).finish(),
             KeySource::Hs256Secret(_) => f.debug_tuple("Hs256Secret").field(&"[redacted]").finish(),
             KeySource::DevKeyDir(path) => f.debug_tuple("DevKeyDir").field(path).finish(),
+            KeySource::Oidc { issuer, audience } => f
+                .debug_struct("Oidc")
+                .field("issuer", issuer)
+                .field("audience", audience)
+                .finish(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm,
@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::AuthError;
 
-/// File name of the development private key (PKCS#8 PEM, mode 0600).
+/// File name of the development private key (PKCS#8 v1 PEM as in RFC 8410, mode 0600).
 pub const DEV_PRIVATE_KEY_FILE: &str = "dev-ed25519.pem";
 /// File name of the development public key (SubjectPublicKeyInfo PEM).
 pub const DEV_PUBLIC_KEY_FILE: &str = "dev-ed25519.pub.pem";
@@ -127,6 +127,24 @@ impl DevKeys {
         public_jwk(&self.verifying_key(), Some(self.kid.clone()))
     }
 
+    /// Signs arbitrary claims with the development key (EdDSA), with this key's `kid` in
+    /// the header or the given one. Nothing is checked: this is for tests and tools that
+    /// need a token saying exactly what they want, including things a verifier refuses.
+    pub fn sign_claims(&self, kid: Option<&str>, claims: &Value) -> Result<String, AuthError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.unwrap_or(&self.kid).to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding_key()?)
+            .map_err(|_| AuthError::Config("the token could not be signed".to_owned()))
+    }
+
+    fn encoding_key(&self) -> Result<EncodingKey, AuthError> {
+        let der = self
+            .signing_key
+            .to_pkcs8_der()
+            .map_err(|_| AuthError::Config("the development key cannot be encoded".to_owned()))?;
+        Ok(EncodingKey::from_ed_der(der.as_bytes()))
+    }
+
     /// Mints an EdDSA JWT with `kid`, `iss`, `aud`, `sub`, `iat`, `nbf`, `exp`, and the
     /// roles and teams under the default claim names `roles` and `teams`.
     pub fn mint(&self, request: MintRequest) -> Result<String, AuthError> {
@@ -186,12 +204,7 @@ impl DevKeys {
 
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let der = self
-            .signing_key
-            .to_pkcs8_der()
-            .map_err(|_| AuthError::Config("the development key cannot be encoded".to_owned()))?;
-        let key = EncodingKey::from_ed_der(der.as_bytes());
-        jsonwebtoken::encode(&header, &claims, &key)
+        jsonwebtoken::encode(&header, &claims, &self.encoding_key()?)
             .map_err(|_| AuthError::Config("the token could not be signed".to_owned()))
     }
 }
@@ -292,13 +305,25 @@ fn read_private_key(path: &Path) -> Result<Option<SigningKey>, AuthError> {
     Ok(Some(key))
 }
 
+/// The private key as PEM in the PKCS#8 v1 form of RFC 8410 §7 (`OneAsymmetricKey` version
+/// 0, no public key attached), which every common tool reads; OpenSSL 3.0 refuses the v2
+/// form with the public key that `ed25519-dalek` writes by default. Reading accepts both.
+pub(crate) fn private_key_pem(key: &SigningKey) -> Option<String> {
+    let bytes = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    bytes
+        .to_pkcs8_pem(LineEnding::LF)
+        .ok()
+        .map(|pem| pem.as_str().to_owned())
+}
+
 /// Writes the private key without ever replacing an existing file: the key goes to a
 /// temporary file (mode 0600) in the same directory, which is then hard-linked into place.
 /// Returns false when another process created the file first.
 fn write_private_key(dir: &Path, path: &Path, key: &SigningKey) -> Result<bool, AuthError> {
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|_| AuthError::key_file(path, "cannot be encoded"))?;
+    let pem = private_key_pem(key).ok_or_else(|| AuthError::key_file(path, "cannot be encoded"))?;
     let temp = temporary_path(dir, DEV_PRIVATE_KEY_FILE);
     let write_error =
         |err: std::io::Error| AuthError::key_file(path, format!("cannot be written: {err}"));

@@ -28,6 +28,12 @@ pub enum AuthError {
     /// `nbf` lies in the future, beyond the configured leeway.
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// `iat` lies in the future, beyond the configured leeway.
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` is longer than the configured maximum token lifetime.
+    #[error("the token lifetime exceeds the accepted maximum")]
+    LifetimeTooLong,
     /// `iss` is missing or is not the configured issuer.
     #[error("the token issuer is not accepted")]
     WrongIssuer,
@@ -47,7 +53,7 @@ pub enum AuthError {
     /// The header has no `kid`, and several keys are configured.
     #[error("the token has no key id, and several keys are configured")]
     MissingKid,
-    /// A claim this service reads (`sub`, `exp`, `nbf`, the roles or teams claim) is missing
+    /// A claim this service reads (`sub`, `exp`, `nbf`, `iat`, the roles or teams claim) is missing
     /// where required or has the wrong type.
     #[error("the token claim `{0}` is missing or invalid")]
     InvalidClaim(String),
@@ -90,6 +96,8 @@ impl AuthError {
             AuthError::BadSignature => "bad-signature",
             AuthError::Expired => "token-expired",
             AuthError::NotYetValid => "token-not-yet-valid",
+            AuthError::IssuedInFuture => "token-issued-in-future",
+            AuthError::LifetimeTooLong => "token-lifetime-too-long",
             AuthError::WrongIssuer => "wrong-issuer",
             AuthError::WrongAudience => "wrong-audience",
             AuthError::UnsupportedAlgorithm => "unsupported-algorithm",

@@ -69,9 +69,38 @@ impl KeySet {
 
     pub(crate) fn from_jwks_file(path: &Path, allow_hs256: bool) -> Result<Self, AuthError> {
         let bytes = read_key_file(path)?;
-        let entries = jwks_entries(&bytes, allow_hs256)
+        let entries = jwks_entries(&bytes, allow_hs256, Strictness::Strict)
             .map_err(|reason| AuthError::key_file(path, reason))?;
         Ok(KeySet { entries })
+    }
+
+    /// The keys of an OpenID Connect provider's JWKS: only RS256, ES256 and EdDSA keys are
+    /// kept; keys this service cannot use (other algorithms, curves or sizes, shared
+    /// secrets) are skipped with a log line rather than failing the whole set.
+    pub(crate) fn from_oidc_jwks(bytes: &[u8]) -> Result<Self, String> {
+        let mut entries = jwks_entries(bytes, false, Strictness::SkipUnusable)?;
+        entries.retain(|entry| {
+            let keep = matches!(
+                entry.alg,
+                Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+            );
+            if !keep {
+                tracing::debug!(kid = ?entry.kid, alg = ?entry.alg, "OpenID Connect key with an algorithm other than RS256, ES256 or EdDSA; ignored");
+            }
+            keep
+        });
+        if entries.is_empty() {
+            return Err("holds no RS256, ES256 or EdDSA signature key".to_owned());
+        }
+        Ok(KeySet { entries })
+    }
+
+    /// The key ids in the set, for logs.
+    pub(crate) fn kids(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|entry| entry.kid.clone().unwrap_or_else(|| "(none)".to_owned()))
+            .collect()
     }
 
     pub(crate) fn from_hs256_secret(secret: &[u8], allow_hs256: bool) -> Result<Self, AuthError> {
@@ -360,7 +389,21 @@ fn checked_entry(
 // ---------------------------------------------------------------------------------------
 // JWKS
 
-fn jwks_entries(input: &[u8], allow_hs256: bool) -> Result<Vec<KeyEntry>, String> {
+/// What to do with a key of a JWKS that cannot be used.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// Refuse the whole set (a file the operator wrote: a mistake should stop start-up).
+    Strict,
+    /// Skip the key with a log line (a provider's published set, which may hold keys for
+    /// other consumers).
+    SkipUnusable,
+}
+
+fn jwks_entries(
+    input: &[u8],
+    allow_hs256: bool,
+    strictness: Strictness,
+) -> Result<Vec<KeyEntry>, String> {
     let document: serde_json::Value =
         serde_json::from_slice(input).map_err(|_| "is not valid JSON".to_owned())?;
     let keys = document
@@ -379,11 +422,20 @@ fn jwks_entries(input: &[u8], allow_hs256: bool) -> Result<Vec<KeyEntry>, String
             tracing::debug!(key = %name, "JWKS key is not a signature key; ignored");
             continue;
         }
-        let jwk: Jwk = serde_json::from_value(raw.clone())
-            .map_err(|_| format!("{name} is not a valid or supported JWK"))?;
-        let Some(entry) =
-            jwk_entry(&jwk, allow_hs256).map_err(|reason| format!("{name} {reason}"))?
-        else {
+        let parsed = serde_json::from_value::<Jwk>(raw.clone())
+            .map_err(|_| format!("{name} is not a valid or supported JWK"))
+            .and_then(|jwk| {
+                jwk_entry(&jwk, allow_hs256).map_err(|reason| format!("{name} {reason}"))
+            });
+        let parsed = match (parsed, strictness) {
+            (Ok(parsed), _) => parsed,
+            (Err(reason), Strictness::Strict) => return Err(reason),
+            (Err(reason), Strictness::SkipUnusable) => {
+                tracing::info!(%reason, "JWKS key cannot be used; ignored");
+                continue;
+            }
+        };
+        let Some(entry) = parsed else {
             tracing::warn!(key = %name, "JWKS key declares an algorithm that is not used for signatures here; ignored");
             continue;
         };

@@ -1,17 +1,21 @@
 //! Verifying a bearer token against the configured keys and turning it into a [`Principal`].
 
+use std::num::NonZeroUsize;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::keys::KeySet;
-use crate::{AuthConfig, AuthError, DevKeys, KeySource};
+use crate::oidc::OidcKeys;
+use crate::{AuthConfig, AuthError, DevKeys, KeySource, VerifyOptions};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -29,43 +33,167 @@ pub struct Principal {
 
 /// Verifies bearer tokens. Cheap to clone; `Send + Sync`, so one instance can serve every
 /// worker.
+///
+/// Verified tokens are remembered (see [`VerifyOptions::cache_entries`]) by the SHA-256 of
+/// the token: a remembered token skips decoding and the signature check, but its `exp`,
+/// `nbf` and `iat` are checked against `now` on every use, with the same leeway, so the
+/// cache never extends a token's validity. The cache is emptied whenever the keys change.
 #[derive(Clone)]
 pub struct Verifier {
-    config: Arc<AuthConfig>,
-    keys: Arc<KeySet>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The configuration in force (for an OpenID Connect source, with its issuer and
+    /// audience).
+    config: AuthConfig,
+    options: VerifyOptions,
+    keys: RwLock<Arc<Keys>>,
+    cache: Option<Mutex<LruCache<[u8; 32], Cached>>>,
+    oidc: Option<OidcKeys>,
+}
+
+/// One version of the key set; `generation` grows by one whenever the keys are replaced.
+pub(crate) struct Keys {
+    pub(crate) set: KeySet,
+    pub(crate) generation: u64,
+}
+
+/// The time claims of a verified token: all that must be checked again on later uses.
+#[derive(Clone, Copy, Debug)]
+struct Times {
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+/// A verified token, remembered.
+struct Cached {
+    principal: Principal,
+    times: Times,
+    generation: u64,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("config", &self.config)
-            .field("keys", &self.keys.len())
+            .field("config", &self.inner.config)
+            .field("options", &self.inner.options)
+            .field("keys", &self.current_keys().set.len())
+            .field("oidc", &self.inner.oidc.is_some())
             .finish()
     }
 }
 
 impl Verifier {
-    /// Loads the keys and checks the configuration. Every problem with a key file or a
-    /// setting is reported here, at start-up, as a configuration error.
+    /// Loads the keys and checks the configuration, with the default [`VerifyOptions`].
+    /// Every problem with a key file or a setting is reported here, at start-up, as a
+    /// configuration error. An OpenID Connect source needs [`Verifier::connect`].
     pub fn new(config: AuthConfig, source: KeySource) -> Result<Verifier, AuthError> {
-        config.validate()?;
-        let keys = match &source {
-            KeySource::PemFile(path) => KeySet::from_pem_file(path)?,
-            KeySource::JwksFile(path) => KeySet::from_jwks_file(path, config.allow_hs256)?,
-            KeySource::Hs256Secret(secret) => {
-                KeySet::from_hs256_secret(secret, config.allow_hs256)?
-            }
-            KeySource::DevKeyDir(dir) => KeySet::from_dev_keys(&DevKeys::load_or_create(dir)?),
-        };
-        Ok(Verifier {
-            config: Arc::new(config),
-            keys: Arc::new(keys),
-        })
+        Verifier::with_options(config, source, VerifyOptions::default())
     }
 
-    /// The configuration in force.
+    /// [`Verifier::new`] with explicit options.
+    pub fn with_options(
+        config: AuthConfig,
+        source: KeySource,
+        options: VerifyOptions,
+    ) -> Result<Verifier, AuthError> {
+        config.validate()?;
+        options.validate()?;
+        let keys =
+            match &source {
+                KeySource::PemFile(path) => KeySet::from_pem_file(path)?,
+                KeySource::JwksFile(path) => KeySet::from_jwks_file(path, config.allow_hs256)?,
+                KeySource::Hs256Secret(secret) => {
+                    KeySet::from_hs256_secret(secret, config.allow_hs256)?
+                }
+                KeySource::DevKeyDir(dir) => KeySet::from_dev_keys(&DevKeys::load_or_create(dir)?),
+                KeySource::Oidc { .. } => return Err(AuthError::Config(
+                    "an OpenID Connect key source is discovered over HTTP: use `Verifier::connect`"
+                        .to_owned(),
+                )),
+            };
+        Ok(Verifier::assemble(config, options, keys, None))
+    }
+
+    /// Like [`Verifier::with_options`], for every key source: an OpenID Connect issuer is
+    /// discovered and its JWKS fetched here, so an unreachable or inconsistent provider is
+    /// a start-up error.
+    pub async fn connect(
+        config: AuthConfig,
+        source: KeySource,
+        options: VerifyOptions,
+    ) -> Result<Verifier, AuthError> {
+        let KeySource::Oidc { issuer, audience } = source else {
+            return Verifier::with_options(config, source, options);
+        };
+        let config = AuthConfig {
+            issuer: issuer.clone(),
+            audience,
+            ..config
+        };
+        config.validate()?;
+        options.validate()?;
+        let (oidc, keys) = OidcKeys::discover(&issuer, &options).await?;
+        Ok(Verifier::assemble(config, options, keys, Some(oidc)))
+    }
+
+    fn assemble(
+        config: AuthConfig,
+        options: VerifyOptions,
+        keys: KeySet,
+        oidc: Option<OidcKeys>,
+    ) -> Verifier {
+        let cache = NonZeroUsize::new(options.cache_entries)
+            .map(|capacity| Mutex::new(LruCache::new(capacity)));
+        Verifier {
+            inner: Arc::new(Inner {
+                config,
+                options,
+                keys: RwLock::new(Arc::new(Keys {
+                    set: keys,
+                    generation: 0,
+                })),
+                cache,
+                oidc,
+            }),
+        }
+    }
+
+    /// The configuration in force. With an OpenID Connect source, `issuer` and `audience`
+    /// are the provider's issuer and the configured audience.
     pub fn config(&self) -> &AuthConfig {
-        &self.config
+        &self.inner.config
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &VerifyOptions {
+        &self.inner.options
+    }
+
+    /// The OpenID Connect issuer whose tokens are accepted, if that is the key source.
+    pub fn oidc_issuer(&self) -> Option<&str> {
+        self.inner
+            .oidc
+            .as_ref()
+            .map(|_| self.inner.config.issuer.as_str())
+    }
+
+    /// How many times the JWKS has been fetched (discovery included); 0 without an OpenID
+    /// Connect source. For metrics.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.oidc.as_ref().map_or(0, OidcKeys::fetches)
+    }
+
+    /// How many verified tokens are remembered right now. For metrics.
+    pub fn cached_tokens(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, |cache| {
+            cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .len()
+        })
     }
 
     /// Verifies the value of an `Authorization` header (`None` when the header is absent).
@@ -77,13 +205,55 @@ impl Verifier {
         self.verify(bearer_token(header)?, now)
     }
 
+    /// [`Verifier::verify_authorization`], refreshing an OpenID Connect provider's keys
+    /// when the token names an unknown `kid` (see [`Verifier::verify_refreshing`]).
+    pub async fn verify_authorization_refreshing(
+        &self,
+        header: Option<&str>,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        self.verify_refreshing(bearer_token(header)?, now).await
+    }
+
+    /// Like [`Verifier::verify`]; when the key source is an OpenID Connect provider and the
+    /// token names a `kid` it does not know, the provider's JWKS is fetched again (at most
+    /// once per [`VerifyOptions::jwks_refresh_interval`], one fetch shared by concurrent
+    /// callers) and the token checked once more, so a rotated key is picked up without a
+    /// restart. Every other token is verified without waiting, exactly as by `verify`.
+    pub async fn verify_refreshing(
+        &self,
+        bearer_token: &str,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let seen = self.current_keys().generation;
+        match self.verify(bearer_token, now) {
+            Err(AuthError::UnknownKid) => {
+                let Some(oidc) = &self.inner.oidc else {
+                    return Err(AuthError::UnknownKid);
+                };
+                if oidc
+                    .refresh(&self.inner.keys, seen, &self.inner.options)
+                    .await
+                {
+                    self.clear_cache();
+                    self.verify(bearer_token, now)
+                } else {
+                    Err(AuthError::UnknownKid)
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Verifies a bearer token (the part after `Bearer `) at the unix time `now`.
     ///
-    /// Order of checks: shape and header; the algorithm (`none` and unknown ones refused);
-    /// the key (by `kid`); the header's algorithm against the key's own (confusion refused);
-    /// the signature; then `exp` and `nbf` with the configured leeway, `iss`, `aud`, `sub`,
-    /// and the roles and teams claims. Nothing in the payload is looked at before the
-    /// signature has been checked.
+    /// Order of checks: length; a remembered token (by its SHA-256) only has its time
+    /// claims checked again. Otherwise: shape and header; the algorithm (`none` and unknown
+    /// ones refused); the key (by `kid`); the header's algorithm against the key's own
+    /// (confusion refused); the signature; then `exp`, `nbf` and `iat` with the configured
+    /// leeway, the lifetime `exp - iat` against the maximum, `iss`, `aud`, `sub`, and the
+    /// roles and teams claims. Nothing in the payload is looked at before the signature has
+    /// been checked.
     pub fn verify(&self, bearer_token: &str, now: i64) -> Result<Principal, AuthError> {
         if bearer_token.is_empty() {
             return Err(AuthError::MalformedToken("the token is empty"));
@@ -91,8 +261,87 @@ impl Verifier {
         if bearer_token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::MalformedToken("the token is too long"));
         }
+        let keys = self.current_keys();
+        let digest: [u8; 32] = match &self.inner.cache {
+            None => {
+                return self
+                    .verify_uncached(bearer_token, &keys.set, now)
+                    .map(|(p, _)| p)
+            }
+            Some(_) => Sha256::digest(bearer_token.as_bytes()).into(),
+        };
+        if let Some(result) = self.cached(&digest, keys.generation, now) {
+            return result;
+        }
+        let (principal, times) = self.verify_uncached(bearer_token, &keys.set, now)?;
+        if let Some(cache) = &self.inner.cache {
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            cache.put(
+                digest,
+                Cached {
+                    principal: principal.clone(),
+                    times,
+                    generation: keys.generation,
+                },
+            );
+        }
+        Ok(principal)
+    }
+
+    /// The answer for a remembered token, `None` when it is not remembered (or was
+    /// verified under keys that have since been replaced).
+    fn cached(
+        &self,
+        digest: &[u8; 32],
+        generation: u64,
+        now: i64,
+    ) -> Option<Result<Principal, AuthError>> {
+        let cache = self.inner.cache.as_ref()?;
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = cache.get(digest)?;
+        if entry.generation != generation {
+            cache.pop(digest);
+            return None;
+        }
+        let result = match self.check_times(&entry.times, now) {
+            Ok(()) => Ok(entry.principal.clone()),
+            Err(err) => Err(err),
+        };
+        if result == Err(AuthError::Expired) {
+            cache.pop(digest);
+        }
+        Some(result)
+    }
+
+    fn clear_cache(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clear();
+        }
+    }
+
+    fn current_keys(&self) -> Arc<Keys> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn verify_uncached(
+        &self,
+        bearer_token: &str,
+        keys: &KeySet,
+        now: i64,
+    ) -> Result<(Principal, Times), AuthError> {
         let header = TokenHeader::parse(bearer_token)?;
-        let entry = self.keys.select(header.kid.as_deref())?;
+        let entry = keys.select(header.kid.as_deref())?;
         if header.alg != entry.alg {
             return Err(AuthError::ForbiddenAlgorithm(algorithm_name(header.alg)));
         }
@@ -123,29 +372,46 @@ impl Verifier {
         self.principal_from_claims(&data.claims, now)
     }
 
+    /// `exp`, `nbf` and `iat` against `now`, with the configured leeway.
+    fn check_times(&self, times: &Times, now: i64) -> Result<(), AuthError> {
+        let now = i128::from(now);
+        let leeway = i128::from(self.inner.config.leeway_seconds);
+        if now >= i128::from(times.exp) + leeway {
+            return Err(AuthError::Expired);
+        }
+        if times.nbf.is_some_and(|nbf| now + leeway < i128::from(nbf)) {
+            return Err(AuthError::NotYetValid);
+        }
+        if times.iat.is_some_and(|iat| now + leeway < i128::from(iat)) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        Ok(())
+    }
+
     fn principal_from_claims(
         &self,
         claims: &Map<String, Value>,
         now: i64,
-    ) -> Result<Principal, AuthError> {
-        let now = i128::from(now);
-        let leeway = i128::from(self.config.leeway_seconds);
-
-        let exp = numeric_date(claims, "exp")?.ok_or_else(|| claim_error("exp"))?;
-        if now >= i128::from(exp) + leeway {
-            return Err(AuthError::Expired);
-        }
-        if let Some(nbf) = numeric_date(claims, "nbf")? {
-            if now + leeway < i128::from(nbf) {
-                return Err(AuthError::NotYetValid);
+    ) -> Result<(Principal, Times), AuthError> {
+        let config = &self.inner.config;
+        let times = Times {
+            exp: numeric_date(claims, "exp")?.ok_or_else(|| claim_error("exp"))?,
+            nbf: numeric_date(claims, "nbf")?,
+            iat: numeric_date(claims, "iat")?,
+        };
+        self.check_times(&times, now)?;
+        if let Some(max) = self.inner.options.max_lifetime_seconds {
+            let iat = times.iat.ok_or_else(|| claim_error("iat"))?;
+            if i128::from(times.exp) - i128::from(iat) > i128::from(max) {
+                return Err(AuthError::LifetimeTooLong);
             }
         }
 
         match claims.get("iss") {
-            Some(Value::String(iss)) if *iss == self.config.issuer => {}
+            Some(Value::String(iss)) if *iss == config.issuer => {}
             _ => return Err(AuthError::WrongIssuer),
         }
-        let audience = self.config.audience.as_str();
+        let audience = config.audience.as_str();
         let audience_ok = match claims.get("aud") {
             Some(Value::String(aud)) => aud == audience,
             Some(Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(audience)),
@@ -159,9 +425,9 @@ impl Verifier {
             Some(Value::String(sub)) if !sub.trim().is_empty() => sub.clone(),
             _ => return Err(claim_error("sub")),
         };
-        let roles = list_claim(claims, &self.config.roles_claim)?;
-        let teams = list_claim(claims, &self.config.teams_claim)?;
-        Ok(Principal { sub, roles, teams })
+        let roles = list_claim(claims, &config.roles_claim)?;
+        let teams = list_claim(claims, &config.teams_claim)?;
+        Ok((Principal { sub, roles, teams }, times))
     }
 }
 

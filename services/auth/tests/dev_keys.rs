@@ -252,3 +252,120 @@ fn a_corrupt_private_key_is_refused_and_left_alone() {
     ));
     assert_eq!(fs::read_to_string(&private_path).unwrap(), "garbage");
 }
+
+/// The DER of the private key file: RFC 8410 §7 `OneAsymmetricKey` version 0 (PKCS#8 v1)
+/// with the Ed25519 OID and the 32-byte seed wrapped in an OCTET STRING, and nothing after
+/// it (no public key, which is what makes OpenSSL 3.0 refuse the v2 form).
+#[test]
+fn the_private_key_is_written_as_pkcs8_v1_per_rfc_8410() {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+
+    let root = TempDir::new();
+    let dir = root.path().join(".rollgate");
+    let keys = DevKeys::load_or_create(&dir).unwrap();
+    let pem = fs::read_to_string(dir.join(DEV_PRIVATE_KEY_FILE)).unwrap();
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+    assert!(pem.ends_with("-----END PRIVATE KEY-----\n"), "{pem}");
+    let der = STANDARD.decode(body).unwrap();
+
+    // The example of RFC 8410 §10.3, byte for byte up to the key itself:
+    // 30 2e | 02 01 00 | 30 05 06 03 2b 65 70 | 04 22 04 20 <32 bytes>
+    let prefix: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    assert_eq!(der.len(), 48, "a v1 key is 48 bytes of DER: {der:02x?}");
+    assert_eq!(der[..16], prefix, "{der:02x?}");
+
+    // The 32 bytes are the seed of the key in use: signing with it gives the public key.
+    let seed: [u8; 32] = der[16..].try_into().unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    assert_eq!(signing.verifying_key(), keys.verifying_key());
+}
+
+/// A key file written in the v2 form (with the public key attached, as earlier versions
+/// did) is still read, and left as it is.
+#[test]
+fn a_pkcs8_v2_private_key_is_still_read() {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+
+    let root = TempDir::new();
+    let dir = root.path().join(".rollgate");
+    fs::create_dir_all(&dir).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let path = dir.join(DEV_PRIVATE_KEY_FILE);
+    fs::write(&path, v2.as_bytes()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // The v2 form is longer than the 48-byte v1 form: the public key is in there.
+    assert!(v2.len() > 120, "{}", v2.as_str());
+
+    let keys = DevKeys::load_or_create(&dir).unwrap();
+    assert_eq!(keys.verifying_key(), key.verifying_key());
+    assert_eq!(fs::read_to_string(&path).unwrap(), v2.as_str());
+    let token = keys.mint(request()).unwrap();
+    let verifier = Verifier::new(AuthConfig::default(), KeySource::DevKeyDir(dir)).unwrap();
+    assert_eq!(verifier.verify(&token, NOW).unwrap().sub, "alice");
+}
+
+/// The openssl command line, when the machine has one (`ROLLGATE_OPENSSL`, then `PATH`,
+/// then `/usr/bin/openssl`).
+fn openssl() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("ROLLGATE_OPENSSL") {
+        return Some(path.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("openssl"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.or_else(|| {
+        let usual = std::path::PathBuf::from("/usr/bin/openssl");
+        usual.is_file().then_some(usual)
+    })
+}
+
+/// OpenSSL reads the private key file, and derives from it the public key rollgate wrote.
+#[test]
+fn openssl_reads_the_private_key() {
+    let Some(openssl) = openssl() else {
+        eprintln!("openssl not found (set ROLLGATE_OPENSSL or install the `openssl` package); skipping the OpenSSL check");
+        return;
+    };
+    let root = TempDir::new();
+    let dir = root.path().join(".rollgate");
+    DevKeys::load_or_create(&dir).unwrap();
+    let private_path = dir.join(DEV_PRIVATE_KEY_FILE);
+
+    let check = std::process::Command::new(&openssl)
+        .args(["pkey", "-noout", "-in"])
+        .arg(&private_path)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        check.status.success(),
+        "openssl pkey -noout refused the key: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let public = std::process::Command::new(&openssl)
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private_path)
+        .output()
+        .expect("openssl runs");
+    assert!(public.status.success());
+    assert_eq!(
+        String::from_utf8(public.stdout).unwrap(),
+        fs::read_to_string(dir.join(DEV_PUBLIC_KEY_FILE)).unwrap()
+    );
+}
