@@ -358,6 +358,13 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
+    /// The state of a webhook already folded (to fold further events into it).
+    pub fn of(webhook: Webhook) -> Self {
+        Self {
+            webhook: Some(webhook),
+        }
+    }
+
     pub fn webhook(&self) -> Option<&Webhook> {
         self.webhook.as_ref()
     }
