@@ -7,7 +7,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,36 +14,13 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 
-/// The prometheus binary: `ROLLGATE_PROMETHEUS_BIN`, else `prometheus` on PATH, else the Debian
-/// path. Missing: one clear line.
+/// The prometheus binary (`ROLLGATE_PROMETHEUS_BIN`, PATH, /usr/bin; one clear line if missing).
 pub fn prometheus_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("ROLLGATE_PROMETHEUS_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("prometheus");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    let debian = PathBuf::from("/usr/bin/prometheus");
-    if debian.is_file() {
-        return debian;
-    }
-    panic!(
-        "prometheus binary not found (set ROLLGATE_PROMETHEUS_BIN, or install the Debian \
-         package `prometheus`; `cargo xtask test` installs it)"
-    );
+    rollgate_testkit::tools::prometheus()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("address")
-        .port()
+    rollgate_testkit::tools::free_port()
 }
 
 /// Polls `check` every 100 ms until it answers `Some` or `limit` passes.
