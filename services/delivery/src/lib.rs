@@ -11,12 +11,14 @@
 //! - [`secrets`]: `whsec_` signing secrets, sealed with AES-256-GCM under the configured key.
 //! - [`url_policy`]: which addresses may be called (no metadata or link-local; switches for
 //!   private ranges and loopback), also enforced when names resolve.
+//! - [`github`]: GitHub deployment protection rules (verification, App auth, callbacks).
 //! - [`service`]: managing webhooks (`/v1/webhooks`) for the HTTP handlers.
 //! - [`db`]: the delivery tables of migration 0007.
 
 pub mod cloudevent;
 pub mod db;
 pub mod engine;
+pub mod github;
 pub mod secrets;
 pub mod service;
 pub mod signature;

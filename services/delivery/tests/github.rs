@@ -1,0 +1,289 @@
+//! GitHub deployment protection rules against a fake GitHub API on 127.0.0.1 that checks what
+//! GitHub checks: the App JWT (RS256, verified with the App's public key; `iss`, `iat` in the
+//! past, `exp` at most 10 minutes after `iat`) before issuing an installation token, and that
+//! token before accepting a callback.
+
+use std::sync::{Arc, Mutex};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rollgate_delivery::github::{
+    parse_request, record_request, GitHubApp, GitHubError, GitHubHeaders, Recorded, Review,
+};
+use rollgate_store::{read_whole_stream, BackendKind, StoreOptions};
+use rollgate_testkit::TestDb;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const APP_ID: &str = "424242";
+
+#[derive(Default)]
+struct Seen {
+    token_requests: u32,
+    callbacks: Vec<(String, Value)>,
+    refused: Vec<String>,
+}
+
+struct FakeGitHub {
+    base: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// A small HTTP/1.1 server: one request per connection.
+async fn fake_github(public_pem: String) -> FakeGitHub {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    let issued = Arc::new(Mutex::new(Vec::<String>::new()));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen2.clone();
+            let issued = issued.clone();
+            let public_pem = public_pem.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let mut auth = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).await.unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    match k.to_ascii_lowercase().as_str() {
+                        "authorization" => auth = v.trim().to_owned(),
+                        "content-length" => len = v.trim().parse().unwrap(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).await.unwrap();
+                let (status, answer) = if path.starts_with("/app/installations/") {
+                    match check_app_jwt(&auth, &public_pem) {
+                        Ok(()) => {
+                            let token = format!("ghs_{}", uuid::Uuid::new_v4().simple());
+                            issued.lock().unwrap().push(token.clone());
+                            seen.lock().unwrap().token_requests += 1;
+                            let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+                            (
+                                "201 Created",
+                                json!({"token": token, "expires_at": expires}).to_string(),
+                            )
+                        }
+                        Err(why) => {
+                            seen.lock().unwrap().refused.push(why);
+                            ("401 Unauthorized", "{}".to_owned())
+                        }
+                    }
+                } else if path.ends_with("/deployment_protection_rule") {
+                    let token = auth.strip_prefix("Bearer ").unwrap_or("");
+                    if issued.lock().unwrap().iter().any(|t| t == token) {
+                        let v: Value = serde_json::from_slice(&body).unwrap();
+                        seen.lock().unwrap().callbacks.push((path.clone(), v));
+                        ("204 No Content", String::new())
+                    } else {
+                        seen.lock()
+                            .unwrap()
+                            .refused
+                            .push("bad installation token".into());
+                        ("401 Unauthorized", "{}".to_owned())
+                    }
+                } else {
+                    ("404 Not Found", "{}".to_owned())
+                };
+                let mut stream = reader.into_inner();
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    FakeGitHub { base, seen }
+}
+
+/// What GitHub checks of an App JWT.
+fn check_app_jwt(auth: &str, public_pem: &str) -> Result<(), String> {
+    let jwt = auth.strip_prefix("Bearer ").ok_or("no bearer token")?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.set_issuer(&[APP_ID]);
+    let key = DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let data = jsonwebtoken::decode::<Value>(jwt, &key, &validation).map_err(|e| e.to_string())?;
+    let iat = data.claims["iat"].as_i64().ok_or("iat")?;
+    let exp = data.claims["exp"].as_i64().ok_or("exp")?;
+    let now = chrono::Utc::now().timestamp();
+    if iat > now - 30 {
+        return Err("iat is not in the past".into());
+    }
+    if exp - iat > 600 {
+        return Err("exp is more than 10 minutes after iat".into());
+    }
+    Ok(())
+}
+
+fn keypair() -> (String, String) {
+    let mut rng = rand::rngs::OsRng;
+    let private = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key");
+    let public = rsa::RsaPublicKey::from(&private);
+    (
+        private.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        public.to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn callbacks_are_sent_as_the_app_with_a_cached_installation_token() {
+    let (private_pem, public_pem) = keypair();
+    let fake = fake_github(public_pem).await;
+    let app = GitHubApp::new(APP_ID, private_pem.as_bytes(), &fake.base).unwrap();
+    let callback = format!(
+        "{}/repos/octo-org/web/actions/runs/1234567890/deployment_protection_rule",
+        fake.base
+    );
+    app.review(
+        12_345_678,
+        &callback,
+        &Review::new(
+            "production",
+            None,
+            "1 of 2 approvals: alice; waiting for one sre",
+        ),
+    )
+    .await
+    .unwrap();
+    app.review(
+        12_345_678,
+        &callback,
+        &Review::new("production", Some("approved"), "quorum met: alice, sam"),
+    )
+    .await
+    .unwrap();
+    {
+        let seen = fake.seen.lock().unwrap();
+        assert!(seen.refused.is_empty(), "{:?}", seen.refused);
+        assert_eq!(seen.token_requests, 1, "the installation token is cached");
+        assert_eq!(seen.callbacks.len(), 2);
+        assert_eq!(
+            seen.callbacks[0].1,
+            json!({"environment_name": "production", "comment": "1 of 2 approvals: alice; waiting for one sre"})
+        );
+        assert_eq!(seen.callbacks[1].1["state"], "approved");
+    }
+    // A callback URL elsewhere than under the configured API is never called.
+    let err = app
+        .review(
+            12_345_678,
+            "http://169.254.169.254/repos/a/b/actions/runs/1/deployment_protection_rule",
+            &Review::new("production", Some("approved"), "x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitHubError::ForeignCallback(_)));
+}
+
+#[tokio::test]
+async fn an_app_key_github_does_not_know_gets_no_token() {
+    let (_, public_pem) = keypair();
+    let (other_private, _) = keypair();
+    let fake = fake_github(public_pem).await;
+    let app = GitHubApp::new(APP_ID, other_private.as_bytes(), &fake.base).unwrap();
+    let callback = format!(
+        "{}/repos/octo-org/web/actions/runs/1/deployment_protection_rule",
+        fake.base
+    );
+    let err = app
+        .review(
+            1,
+            &callback,
+            &Review::new("production", Some("approved"), "x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitHubError::Api(_)), "{err}");
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen.refused.len(), 1);
+    assert!(seen.callbacks.is_empty());
+}
+
+async fn a_redelivered_webhook_is_recorded_once(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    let body =
+        include_str!("../../../tests/fixtures/github/deployment-protection-rule-requested.json");
+    let secret = b"webhook secret";
+    let sign = |b: &[u8]| {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        m.update(b);
+        format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    };
+    let headers = GitHubHeaders {
+        event: Some("deployment_protection_rule".into()),
+        delivery: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+        signature: Some(sign(body.as_bytes())),
+    };
+    let request = parse_request(secret, &headers, body.as_bytes()).unwrap();
+    let rollout = uuid::Uuid::new_v4();
+    let first = record_request(
+        store.as_ref(),
+        &request,
+        Some(rollout),
+        Some("web"),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(first, Recorded::New(_)));
+    let again = record_request(
+        store.as_ref(),
+        &request,
+        Some(rollout),
+        Some("web"),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again,
+        Recorded::Duplicate,
+        "a redelivery binds nothing twice"
+    );
+    let events = read_whole_stream(
+        store.as_ref(),
+        "github-delivery-72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["rollout_id"], rollout.to_string());
+    assert_eq!(events[0].payload["repository"], "octo-org/web");
+    // A forged signature is refused before anything is read or written.
+    let forged = GitHubHeaders {
+        signature: Some(sign(b"something else")),
+        ..headers
+    };
+    assert!(parse_request(secret, &forged, body.as_bytes()).is_err());
+    assert_eq!(store.head().await.unwrap().position, 1);
+}
+
+#[tokio::test]
+async fn redelivered_webhook_sqlite() {
+    a_redelivered_webhook_is_recorded_once(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn redelivered_webhook_postgres() {
+    a_redelivered_webhook_is_recorded_once(BackendKind::Postgres).await;
+}
