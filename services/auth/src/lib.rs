@@ -45,4 +45,5 @@ pub mod reexport {
     pub use jsonwebtoken;
 }
 pub use error::AuthError;
+pub use oidc::OidcProvider;
 pub use verify::{bearer_token, Principal, Verifier, MAX_TOKEN_BYTES};

@@ -27,9 +27,31 @@ use crate::{AuthError, VerifyOptions};
 /// Discovery documents and key sets larger than this are refused.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
+/// What a browser client (the console) needs to sign in with the provider: the endpoints
+/// of its discovery document (OpenID Connect Discovery 1.0 §3), as discovered at start-up.
+/// Serializes to a JSON object a server can hand to its console as it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OidcProvider {
+    /// The issuer (identical to the discovery document's).
+    pub issuer: String,
+    /// The audience tokens must name (usually the console's client id).
+    pub audience: String,
+    /// `authorization_endpoint`, where the authorization code flow starts.
+    pub authorization_endpoint: Option<String>,
+    /// `token_endpoint`, where the code is exchanged (with the PKCE verifier).
+    pub token_endpoint: Option<String>,
+    /// `end_session_endpoint` (RP-initiated logout), when the provider has one.
+    pub end_session_endpoint: Option<String>,
+    /// `jwks_uri`.
+    pub jwks_uri: String,
+    /// `code_challenge_methods_supported` (PKCE; `S256` expected).
+    pub code_challenge_methods_supported: Vec<String>,
+}
+
 /// The provider's JWKS location and the state of its refreshes.
 pub(crate) struct OidcKeys {
     issuer: String,
+    pub(crate) provider: OidcProvider,
     jwks_uri: Url,
     client: reqwest::Client,
     refresh: tokio::sync::Mutex<RefreshState>,
@@ -48,6 +70,7 @@ impl OidcKeys {
     /// error naming the issuer.
     pub(crate) async fn discover(
         issuer: &str,
+        audience: &str,
         options: &VerifyOptions,
     ) -> Result<(OidcKeys, KeySet), AuthError> {
         let fail = |reason: String| {
@@ -90,8 +113,34 @@ impl OidcKeys {
             .ok_or_else(|| fail("the discovery document has no `jwks_uri`".to_owned()))?;
         let jwks_uri = checked_url(jwks_uri, "the `jwks_uri`").map_err(fail)?;
 
+        let endpoint = |name: &str| {
+            document
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let provider = OidcProvider {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            authorization_endpoint: endpoint("authorization_endpoint"),
+            token_endpoint: endpoint("token_endpoint"),
+            end_session_endpoint: endpoint("end_session_endpoint"),
+            jwks_uri: jwks_uri.to_string(),
+            code_challenge_methods_supported: document
+                .get("code_challenge_methods_supported")
+                .and_then(Value::as_array)
+                .map(|methods| {
+                    methods
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let mut oidc = OidcKeys {
             issuer: issuer.to_owned(),
+            provider,
             jwks_uri,
             client,
             refresh: tokio::sync::Mutex::new(RefreshState {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::keys::KeySet;
-use crate::oidc::OidcKeys;
+use crate::oidc::{OidcKeys, OidcProvider};
 use crate::{AuthConfig, AuthError, DevKeys, KeySource, VerifyOptions};
 
 /// Tokens longer than this are refused before any decoding.
@@ -135,7 +135,7 @@ impl Verifier {
         };
         config.validate()?;
         options.validate()?;
-        let (oidc, keys) = OidcKeys::discover(&issuer, &options).await?;
+        let (oidc, keys) = OidcKeys::discover(&issuer, &config.audience, &options).await?;
         Ok(Verifier::assemble(config, options, keys, Some(oidc)))
     }
 
@@ -178,6 +178,12 @@ impl Verifier {
             .oidc
             .as_ref()
             .map(|_| self.inner.config.issuer.as_str())
+    }
+
+    /// The OpenID Connect provider's sign-in endpoints, if that is the key source: what a
+    /// console needs for the authorization code flow with PKCE.
+    pub fn oidc_provider(&self) -> Option<&OidcProvider> {
+        self.inner.oidc.as_ref().map(|oidc| &oidc.provider)
     }
 
     /// How many times the JWKS has been fetched (discovery included); 0 without an OpenID

@@ -231,6 +231,24 @@ async fn tokens_signed_with_rs256_es256_and_eddsa_keys_of_the_provider_verify() 
     .await;
     let verifier = provider.verifier(options()).await;
     assert_eq!(verifier.oidc_issuer(), Some(provider.issuer.as_str()));
+    let metadata = verifier.oidc_provider().expect("provider metadata");
+    assert_eq!(metadata.audience, CLIENT_ID);
+    assert_eq!(
+        metadata.authorization_endpoint.as_deref(),
+        Some(format!("{}/protocol/openid-connect/auth", provider.issuer).as_str())
+    );
+    assert_eq!(
+        metadata.token_endpoint.as_deref(),
+        Some(format!("{}/protocol/openid-connect/token", provider.issuer).as_str())
+    );
+    assert_eq!(metadata.end_session_endpoint, None);
+    assert_eq!(metadata.code_challenge_methods_supported, ["S256"]);
+    assert!(
+        Verifier::new(config(), KeySource::PemFile(key_path("ed25519-public.pem")))
+            .unwrap()
+            .oidc_provider()
+            .is_none()
+    );
     assert_eq!(verifier.config().audience, CLIENT_ID);
 
     let claims = provider_claims(&provider.issuer);
