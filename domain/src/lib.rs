@@ -13,8 +13,10 @@
 //! - [`rollout`]: the rollout stream's commands, events, state and rules.
 //! - [`error`]: refusals, each naming its rule and error kind.
 
+pub mod binding;
 pub mod context;
 pub mod error;
+pub mod flagd;
 pub mod gate;
 pub mod guardrail;
 pub mod plan;
@@ -28,9 +30,7 @@ pub use context::{Context, FreezeWindow, PolicySnapshot, DEFAULT_APPROVAL_VALIDI
 pub use error::{
     DomainError, ErrorKind, Rule, UnmetPrecondition, ValidationError, ValidationErrors,
 };
-pub use guardrail::{
-    evaluate, CriterionKind, Evaluation, Reading, StageReadings, Verdict, CLOCK_LEEWAY_SECONDS,
-};
+pub use guardrail::{evaluate, CriterionKind, Evaluation, Reading, Verdict};
 pub use plan::{Plan, PlanSpec, Stage};
 pub use policy::{
     decide_policy, evolve_policy, PolicyCommand, PolicyContext, PolicyEvent, PolicyState,
