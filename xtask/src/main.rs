@@ -96,16 +96,20 @@ fn test(args: Vec<String>) -> Result<ExitCode> {
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    let scope = cargo_test_scope(&args.cargo_args);
     cmd.current_dir(&paths.root)
-        .args(["test", "--workspace"])
+        .arg("test")
+        .args(scope)
         .args(&args.cargo_args)
         .env("CARGO_TARGET_DIR", &paths.target)
         .envs(exports.iter().map(|(k, v)| (*k, v)))
         .envs(postgres.exports());
-    say(format_args!(
-        "cargo test --workspace {}",
-        args.cargo_args.join(" ")
-    ));
+    let line: Vec<&str> = ["cargo", "test"]
+        .into_iter()
+        .chain(scope.iter().copied())
+        .chain(args.cargo_args.iter().map(String::as_str))
+        .collect();
+    say(line.join(" "));
     let status = cmd.status().context("cannot run cargo test")?;
     drop(postgres);
     Ok(match status.code() {
@@ -113,6 +117,19 @@ fn test(args: Vec<String>) -> Result<ExitCode> {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// `--workspace`, unless the arguments name packages (`-p`), which cargo would otherwise
+/// ignore in favour of the whole workspace.
+fn cargo_test_scope(cargo_args: &[String]) -> &'static [&'static str] {
+    let names_packages = cargo_args.iter().take_while(|a| *a != "--").any(|a| {
+        a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && !a.starts_with("--"))
+    });
+    if names_packages {
+        &[]
+    } else {
+        &["--workspace"]
+    }
 }
 
 fn setup(args: Vec<String>) -> Result<ExitCode> {
@@ -153,6 +170,29 @@ mod tests {
     fn parse(args: &[&str]) -> (bool, Vec<String>) {
         let parsed = parse_test_args(args.iter().map(|s| s.to_string()).collect());
         (parsed.private_postgres, parsed.cargo_args)
+    }
+
+    #[test]
+    fn the_whole_workspace_unless_packages_are_named() {
+        let scope = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            cargo_test_scope(&args)
+        };
+        assert_eq!(scope(&[]), ["--workspace"]);
+        assert_eq!(
+            scope(&["--", "-p"]),
+            ["--workspace"],
+            "after `--` it is a test filter"
+        );
+        assert_eq!(scope(&["--release", "store"]), ["--workspace"]);
+        for named in [
+            &["-p", "a"][..],
+            &["-pa"],
+            &["--package", "a"],
+            &["--package=a"],
+        ] {
+            assert!(scope(named).is_empty(), "{named:?}");
+        }
     }
 
     #[test]
