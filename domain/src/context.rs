@@ -20,7 +20,9 @@ pub struct Context {
     pub policy: PolicySnapshot,
 }
 
-/// A declared freeze window: advances are blocked while `starts_at <= now < ends_at` (R9).
+/// A declared freeze window: transitions that raise exposure (start, resume,
+/// advance) are blocked while `starts_at <= now < ends_at` (R9); pause and
+/// rollback never are.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeWindow {
     pub id: FreezeId,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::values::{ActorId, DeviationId, RequestId, Role, StageIndex, Team};
+use crate::values::{ActorId, DeviationId, FreezeId, RequestId, Role, StageIndex, Team};
 
 /// One invalid input, located by a JSON-pointer-like path such as
 /// `plan.stages[1].audience.percentage`.
@@ -317,6 +317,18 @@ pub enum DomainError {
         status: String,
     },
 
+    /// R9: a freeze window is active; start and resume wait like advances
+    /// (pause and rollback never do).
+    #[error(
+        "R9 freeze window: cannot {action}: freeze {freeze_id} is active until {until}: {reason}"
+    )]
+    Frozen {
+        action: String,
+        freeze_id: FreezeId,
+        until: String,
+        reason: String,
+    },
+
     /// R10: auditors and viewers never write.
     #[error("R10 read-only roles: {actor} holds only read roles and cannot write")]
     ReadOnly { actor: ActorId },
@@ -396,6 +408,7 @@ impl DomainError {
             Self::NotAGranter { .. }
             | Self::SelfGrantedDeviation { .. }
             | Self::DeviationUnavailable { .. } => Some(Rule::R8),
+            Self::Frozen { .. } => Some(Rule::R9),
             Self::ReadOnly { .. } => Some(Rule::R10),
             Self::RolloutNotFound | Self::TeamNotAllowed { .. } => Some(Rule::R11),
             Self::Validation(_)
@@ -427,6 +440,7 @@ impl DomainError {
             Self::RolloutNotFound => ErrorKind::NotFound,
             Self::DuplicateApproval { .. }
             | Self::AdvanceBlocked { .. }
+            | Self::Frozen { .. }
             | Self::RequestClosed { .. }
             | Self::DeviationUnavailable { .. }
             | Self::WrongState { .. }

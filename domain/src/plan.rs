@@ -131,6 +131,16 @@ pub struct Stage {
     pub informed: Vec<String>,
 }
 
+impl Stage {
+    /// Whether one of this stage's criteria judges `metric`.
+    pub fn judges_metric(&self, metric: &MetricName) -> bool {
+        self.success_criteria
+            .iter()
+            .chain(&self.rollback_criteria)
+            .any(|c| &c.metric == metric)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Audience {
     pub percentage: Percentage,

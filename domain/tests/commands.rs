@@ -8,8 +8,8 @@ use rollgate_domain::rollout::{
     NoteAudience, RequestStatus, RolloutCommand as C, RolloutEvent as E, RolloutStatus,
 };
 use rollgate_domain::{
-    evolve, AnnotationId, DecisionId, DeviationId, ErrorKind, FeatureKey, ReadinessKey, Role,
-    RolloutState, Rule, StageIndex,
+    evolve, AnnotationId, DecisionId, DeviationId, DomainError, ErrorKind, FeatureKey,
+    ReadinessKey, Role, RolloutState, Rule, StageIndex,
 };
 use uuid::Uuid;
 
@@ -276,7 +276,7 @@ fn approve_records_the_approval() {
             },
             &ctx(&abe(), 20),
         )
-        .then_error_kind(ErrorKind::Conflict);
+        .then_refused(|e| matches!(e, DomainError::UnknownRequest(_)));
 }
 
 #[test]
@@ -339,7 +339,7 @@ fn advance_is_refused_while_paused_or_for_unknown_requests() {
             },
             &ctx(&rita(), 3600),
         )
-        .then_error_kind(ErrorKind::Conflict);
+        .then_refused(|e| matches!(e, DomainError::UnknownRequest(_)));
     let paused = s.run(
         &sam(),
         100,
@@ -821,7 +821,7 @@ fn deny_deviation() {
             },
             &ctx(&gus(), 20),
         )
-        .then_error_kind(ErrorKind::Conflict);
+        .then_refused(|e| matches!(e, DomainError::UnknownDeviation(_)));
     // a denied deviation cannot be granted later
     let later = s.run(
         &gus(),

@@ -726,7 +726,10 @@ fn r11_creating_for_another_team_is_refused() {
     let e = given(&[])
         .when(create_cmd(test_plan()), &ctx(&outsider(), 0))
         .then_error(Rule::R11);
-    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    assert!(
+        matches!(e, rollgate_domain::DomainError::TeamNotAllowed { .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -739,6 +742,72 @@ fn r11_the_star_claim_reaches_every_team() {
                 reason: "incident".into(),
             },
             &ctx(&everywhere, 20),
+        )
+        .then_types(&["Paused"]);
+}
+
+// --- R9 for start and resume ---------------------------------------------------------
+
+#[test]
+fn r9_freeze_blocks_start() {
+    let s = Scenario::ready();
+    let e = given_scenario(&s)
+        .when(C::Start, &ctx_with(&rita(), 100, frozen(0, 10 * DAY)))
+        .then_error(Rule::R9);
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.to_string().contains("black friday"), "{e}");
+    assert!(e.to_string().contains("cannot start"), "{e}");
+}
+
+#[test]
+fn r9_start_allowed_outside_the_freeze() {
+    let s = Scenario::ready();
+    // before it starts and once it has ended (the end is exclusive)
+    for secs in [99, 200] {
+        given_scenario(&s)
+            .when(C::Start, &ctx_with(&rita(), secs, frozen(100, 200)))
+            .then_types(&["RolloutStarted"]);
+    }
+}
+
+#[test]
+fn r9_freeze_blocks_resume_after_a_pause_and_after_a_rollback() {
+    let paused = Scenario::at_stage_1().run(
+        &sam(),
+        4000,
+        C::Pause {
+            reason: "investigating".into(),
+        },
+    );
+    let rolled_back = Scenario::at_stage_1().run(
+        &sam(),
+        4000,
+        C::Rollback {
+            to_stage: Some(StageIndex::new(0)),
+            reason: "errors".into(),
+        },
+    );
+    for s in [paused, rolled_back] {
+        let e = given_scenario(&s)
+            .when(C::Resume, &ctx_with(&sam(), 5000, frozen(4500, 10 * DAY)))
+            .then_error(Rule::R9);
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(e.to_string().contains("cannot resume"), "{e}");
+        given_scenario(&s)
+            .when(C::Resume, &ctx_with(&sam(), 5000, frozen(6000, 10 * DAY)))
+            .then_types(&["Resumed"]);
+    }
+}
+
+#[test]
+fn r9_freeze_never_blocks_pause() {
+    let s = Scenario::at_stage_1();
+    given_scenario(&s)
+        .when(
+            C::Pause {
+                reason: "freeze started".into(),
+            },
+            &ctx_with(&sam(), 4000, frozen(0, 10 * DAY)),
         )
         .then_types(&["Paused"]);
 }

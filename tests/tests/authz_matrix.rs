@@ -118,7 +118,7 @@ fn expected(ep: Endpoint, who: Who) -> Expect {
         // Stage `last` names approver and sre in its quorum rules.
         Approve | Reject => &[Approver, Sre],
         Pause | Resume | Rollback => &[ReleaseManager, Sre],
-        Metrics => &[ReleaseManager, Sre, Service],
+        Metrics => &[Sre, Service],
         RequestDeviation => &[ReleaseManager, Sre, Approver],
         DecideDeviation | PublishPolicy | DeclareFreeze | LiftFreeze => &[GovernanceAdmin],
         RecordDecision | Annotate => &[ReleaseManager, Approver, Sre, GovernanceAdmin],

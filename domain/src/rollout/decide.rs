@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::context::Context;
 use crate::error::{DomainError, Rule, UnmetPrecondition, ValidationErrors};
-use crate::guardrail::{evaluate, latest, CriterionKind, Verdict};
+use crate::guardrail::{evaluate, CriterionKind, Verdict, CLOCK_LEEWAY_SECONDS};
 use crate::plan::OnBreach;
 use crate::values::{Actor, Role, StageIndex};
 
@@ -21,7 +21,9 @@ use super::state::{DeviationStatus, RequestStatus, Rollout, RolloutState, Rollou
 
 const RELEASE: &[Role] = &[Role::ReleaseManager];
 const OPERATE: &[Role] = &[Role::ReleaseManager, Role::Sre];
-const READINGS: &[Role] = &[Role::Service, Role::Sre, Role::ReleaseManager];
+/// DESIGN: readings come from automation and SREs, never from the release
+/// manager who wants the stage to pass.
+const READINGS: &[Role] = &[Role::Service, Role::Sre];
 const DEVIATION_REQUESTERS: &[Role] = &[Role::ReleaseManager, Role::Sre, Role::Approver];
 const WRITERS: &[Role] = &[
     Role::ReleaseManager,
@@ -55,6 +57,20 @@ fn in_status(r: &Rollout, allowed: &[RolloutStatus], action: &str) -> Result<(),
         Ok(())
     } else {
         Err(DomainError::wrong_state(r.status, action))
+    }
+}
+
+/// R9: transitions that raise exposure (start, resume; advance checks it among
+/// its preconditions) wait while a freeze window is active.
+fn not_frozen(ctx: &Context, action: &str) -> Result<(), DomainError> {
+    match ctx.policy.is_frozen_at(ctx.now) {
+        Some(freeze) => Err(DomainError::Frozen {
+            action: action.to_owned(),
+            freeze_id: freeze.id,
+            until: freeze.ends_at.to_rfc3339(),
+            reason: freeze.reason.clone(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -160,6 +176,7 @@ pub fn decide(
         RolloutCommand::Start => {
             require(actor, RELEASE, action)?;
             in_status(r, &[RolloutStatus::Ready], action)?;
+            not_frozen(ctx, action)?;
             Ok(vec![RolloutEvent::RolloutStarted {
                 stage: StageIndex::FIRST,
                 plan_revision: r.plan_revision,
@@ -278,9 +295,32 @@ pub fn decide(
             if readings.is_empty() {
                 errors.push("readings", "at least one reading is required");
             }
+            let latest_allowed = at + Duration::seconds(CLOCK_LEEWAY_SECONDS);
             for (i, reading) in readings.iter().enumerate() {
                 if !reading.value.is_finite() {
                     errors.push(format!("readings[{i}].value"), "must be a finite number");
+                }
+                if reading.observed_at > latest_allowed {
+                    errors.push(
+                        format!("readings[{i}].observed_at"),
+                        format!(
+                            "{} is more than {CLOCK_LEEWAY_SECONDS} s ahead of rollgate's clock ({})",
+                            reading.observed_at.to_rfc3339(),
+                            at.to_rfc3339()
+                        ),
+                    );
+                }
+                if let Some(entered) = r.stage_entered_at {
+                    if reading.observed_at < entered - Duration::seconds(CLOCK_LEEWAY_SECONDS) {
+                        errors.push(
+                            format!("readings[{i}].observed_at"),
+                            format!(
+                                "{} is before the current stage was entered ({})",
+                                reading.observed_at.to_rfc3339(),
+                                entered.to_rfc3339()
+                            ),
+                        );
+                    }
                 }
             }
             errors.into_result(())?;
@@ -307,6 +347,7 @@ pub fn decide(
                 &[RolloutStatus::Paused, RolloutStatus::RolledBack],
                 action,
             )?;
+            not_frozen(ctx, action)?;
             Ok(vec![RolloutEvent::Resumed {
                 stage: r.position,
                 resumed_by: by,
@@ -853,7 +894,7 @@ fn record_readings(
     let at = ctx.now;
     let by = ctx.actor.id.clone();
     let mut all = r.readings.clone();
-    all.extend(readings.iter().cloned());
+    all.record(&readings, at, |_| true);
     let mut events = vec![RolloutEvent::ReadingsRecorded {
         stage: r.position,
         readings,
@@ -887,7 +928,7 @@ fn record_readings(
             .join("; ")
     );
     for c in &breaches {
-        if let Some(reading) = latest(&c.metric, &all) {
+        if let Some(reading) = all.latest(&c.metric) {
             events.push(RolloutEvent::GuardrailBreached {
                 stage: position,
                 criterion: (*c).clone(),

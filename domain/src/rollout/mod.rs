@@ -10,7 +10,7 @@
 //! | `Create`, `RevisePlan`, `Start`, `RequestAdvance`, `WithdrawRequest`, `Advance`, `Complete`, `Abort`, `AddNote` | release_manager | permission |
 //! | `SignOffReadiness` | the item's `owner_role` | permission |
 //! | `Approve`, `Reject` | a role named by the target stage's quorum rules | R1 |
-//! | `RecordReadings` | service, sre, release_manager | permission |
+//! | `RecordReadings` | service, sre | permission |
 //! | `Pause`, `Resume` | release_manager, sre | permission |
 //! | `Rollback` | release_manager, sre | R7 |
 //! | `RequestDeviation` | release_manager, sre, approver | permission |
@@ -46,8 +46,15 @@
 //!   metric since entering the stage), no breached rollback criterion, and no
 //!   active freeze (R9). Inconclusive success criteria pass only with a
 //!   non-empty `inconclusive_override` rationale, recorded in `Advanced`.
+//! - R9: an active freeze window also refuses `Start` and `Resume` (they raise
+//!   exposure); `Pause` and `Rollback` are never frozen. A granted R9
+//!   deviation waives a freeze for an advance only.
 //! - Readings are accepted while running, paused or rolled back; they always
 //!   belong to the current stage and are cleared whenever the stage changes.
+//!   A reading's `observed_at` may be at most [`crate::guardrail::CLOCK_LEEWAY_SECONDS`]
+//!   ahead of `now` and at most that much before the stage was entered (clock
+//!   skew, whole-second times); which reading is
+//!   latest is decided by when rollgate recorded it, never by `observed_at`.
 //! - Decisions, notes and annotations are accepted in every state, terminal
 //!   ones included (post-mortems happen after completion); nothing else is.
 //!

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Rule;
-use crate::guardrail::Reading;
+use crate::guardrail::StageReadings;
 use crate::plan::{Plan, Stage};
 use crate::values::{
     ActorId, AnnotationId, DecisionId, DeviationId, FeatureKey, Percentage, ReadinessKey,
@@ -189,8 +189,9 @@ pub struct Rollout {
     /// When the rollout entered `position` (soak is measured from here).
     pub stage_entered_at: Option<DateTime<Utc>>,
     pub readiness_signed: BTreeMap<ReadinessKey, ActorId>,
-    /// Readings recorded since entering the current stage.
-    pub readings: Vec<Reading>,
+    /// What the guardrails keep of the readings recorded since entering the
+    /// current stage (latest per metric its criteria name, plus counts).
+    pub readings: StageReadings,
     pub requests: BTreeMap<RequestId, AdvanceRequest>,
     pub open_request: Option<RequestId>,
     pub deviations: BTreeMap<DeviationId, Deviation>,
@@ -252,7 +253,7 @@ impl Rollout {
     fn enter(&mut self, position: Option<StageIndex>, at: DateTime<Utc>) {
         self.position = position;
         self.stage_entered_at = Some(at);
-        self.readings.clear();
+        self.readings = StageReadings::default();
     }
 }
 
@@ -307,7 +308,7 @@ pub fn evolve(state: RolloutState, event: &RolloutEvent) -> RolloutState {
                     position: None,
                     stage_entered_at: None,
                     readiness_signed: BTreeMap::new(),
-                    readings: Vec::new(),
+                    readings: StageReadings::default(),
                     requests: BTreeMap::new(),
                     open_request: None,
                     deviations: BTreeMap::new(),
@@ -338,6 +339,9 @@ pub fn evolve(state: RolloutState, event: &RolloutEvent) -> RolloutState {
             if r.status == RolloutStatus::Ready {
                 r.status = RolloutStatus::Draft;
             }
+            let stage = r.position.and_then(|p| plan.stage(p));
+            r.readings
+                .retain(|m| stage.is_some_and(|s| s.judges_metric(m)));
         }
         RolloutEvent::ReadinessSignedOff {
             item_key,
@@ -416,8 +420,10 @@ pub fn evolve(state: RolloutState, event: &RolloutEvent) -> RolloutState {
             }
             r.enter(Some(*to_stage), *at);
         }
-        RolloutEvent::ReadingsRecorded { readings, .. } => {
-            r.readings.extend(readings.iter().cloned());
+        RolloutEvent::ReadingsRecorded { readings, at, .. } => {
+            let stage = r.position.and_then(|p| r.plan.stage(p));
+            r.readings
+                .record(readings, *at, |m| stage.is_some_and(|s| s.judges_metric(m)));
         }
         RolloutEvent::GuardrailBreached { .. } => {}
         RolloutEvent::Paused { .. } => r.status = RolloutStatus::Paused,

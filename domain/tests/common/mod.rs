@@ -342,6 +342,17 @@ impl Then {
         }
     }
 
+    /// Refused with an error that `expected` accepts.
+    pub fn then_refused(self, expected: impl FnOnce(&DomainError) -> bool) -> DomainError {
+        match self.result {
+            Ok(events) => panic!("expected a refusal, got events {events:?}"),
+            Err(e) => {
+                assert!(expected(&e), "unexpected refusal: {e} ({e:?})");
+                e
+            }
+        }
+    }
+
     /// Refused as invalid input at `field`.
     pub fn then_invalid(self, field: &str) -> DomainError {
         match self.result {
