@@ -72,6 +72,28 @@ pub fn node() -> PathBuf {
     }
 }
 
+/// A command running the system `node` with `NODE_PATH` set to [`node_modules`], so scripts
+/// (e.g. a test's `.mjs` fixture) can `require` or `import` the pinned packages.
+pub fn node_command() -> Command {
+    let mut cmd = Command::new(node());
+    cmd.env("NODE_PATH", node_modules());
+    cmd
+}
+
+/// Flags for a headless Chromium on a machine without network: without the background
+/// networking flags Chromium keeps trying to reach Google's hosts. Add a fresh
+/// `--user-data-dir` per browser. (`--no-sandbox` because tests may run as root.)
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// A python with `standardwebhooks` and `schemathesis` (`ROLLGATE_PYTHON`, else the
 /// virtualenv target/xtask/venv).
 pub fn python() -> PathBuf {
