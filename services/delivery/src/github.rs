@@ -162,7 +162,13 @@ pub async fn record_request(
         .append(&stream, ExpectedVersion::NoStream, vec![data])
         .await
     {
-        Ok(outcome) => Ok(Recorded::New(outcome)),
+        Ok(outcome) => {
+            // The run is reported from here on (see `github_reporter`).
+            crate::db::ensure_checkpoint(&store.pool(), &stream, outcome.last_position)
+                .await
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+            Ok(Recorded::New(outcome))
+        }
         Err(StoreError::WrongExpectedVersion { .. }) => Ok(Recorded::Duplicate),
         Err(e) => Err(e),
     }

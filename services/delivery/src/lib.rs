@@ -19,6 +19,7 @@ pub mod cloudevent;
 pub mod db;
 pub mod engine;
 pub mod github;
+pub mod github_reporter;
 pub mod secrets;
 pub mod service;
 pub mod signature;

@@ -209,8 +209,12 @@ impl Writer {
     }
 
     pub async fn create(&mut self, team: &str) -> RolloutId {
+        self.create_with_plan(team, PLAN).await
+    }
+
+    pub async fn create_with_plan(&mut self, team: &str, plan: &str) -> RolloutId {
         let id = RolloutId::new(Uuid::new_v4());
-        let plan = Plan::parse(serde_json::from_str::<PlanSpec>(PLAN).unwrap()).unwrap();
+        let plan = Plan::parse(serde_json::from_str::<PlanSpec>(plan).unwrap()).unwrap();
         self.rollouts
             .insert(id, (team.to_owned(), RolloutState::default()));
         self.run(
