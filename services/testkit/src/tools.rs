@@ -72,8 +72,10 @@ pub fn node() -> PathBuf {
     }
 }
 
-/// A command running the system `node` with `NODE_PATH` set to [`node_modules`], so scripts
-/// (e.g. a test's `.mjs` fixture) can `require` or `import` the pinned packages.
+/// A command running the system `node` with `NODE_PATH` set to [`node_modules`], so a
+/// CommonJS script can `require` the pinned packages (all three load that way on Node 20.19+).
+/// `NODE_PATH` does not apply to ES module `import`: an `.mjs` script imports by full path
+/// (`node_modules().join("oidc-provider/lib/index.js")`, say) or uses `createRequire`.
 pub fn node_command() -> Command {
     let mut cmd = Command::new(node());
     cmd.env("NODE_PATH", node_modules());
