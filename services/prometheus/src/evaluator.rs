@@ -108,6 +108,39 @@ pub trait RolloutPort: Send + Sync + 'static {
     ) -> Result<Recorded, PortError>;
 }
 
+/// Rollouts whose summary says `running`, from the read model (a moment behind the log; the
+/// evaluator checks each one's state before evaluating). For [`RolloutPort::candidates`].
+pub async fn running_rollouts(
+    pool: &rollgate_store::DatabasePool,
+) -> Result<Vec<RolloutId>, PortError> {
+    let mut filter = rollgate_projections::RolloutFilter::new(rollgate_domain::TeamScope::All);
+    filter.status = Some("running".into());
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    // Bounded: at most 100 pages of the largest page size.
+    for _ in 0..100 {
+        let page = rollgate_projections::list_rollouts(
+            pool,
+            &filter,
+            cursor.as_deref(),
+            rollgate_projections::MAX_LIMIT,
+        )
+        .await
+        .map_err(|e| PortError(format!("cannot list running rollouts: {e}")))?;
+        for item in &page.items {
+            match item.id.parse::<uuid::Uuid>() {
+                Ok(u) => ids.push(RolloutId::new(u)),
+                Err(_) => tracing::warn!(id = %item.id, "rollout summary with a malformed id"),
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
 /// The latest interval due at `now` for a stage entered at `entered_at`: `(k, scheduled_at)`
 /// with k ≥ 1 and `scheduled_at = entered_at + k × interval ≤ now`.
 pub fn due_interval(

@@ -11,16 +11,18 @@
 //! This crate does no decision of its own: it measures, and the domain judges the
 //! measurement in the same code path as posted readings.
 
+pub mod args;
 pub mod client;
 pub mod evaluator;
 pub mod lease;
 pub mod measure;
 pub mod template;
 
+pub use args::PrometheusArgs;
 pub use client::{Auth, Prometheus, PrometheusConfig, QueryError, Sample, ValidationFailure};
 pub use evaluator::{
-    ActiveStage, CriterionResult, Evaluator, EvaluatorConfig, EvaluatorMetrics, PortError,
-    QueryCriterion, Recorded, RolloutPort, StageEvaluation,
+    running_rollouts, ActiveStage, CriterionResult, Evaluator, EvaluatorConfig, EvaluatorMetrics,
+    PortError, QueryCriterion, Recorded, RolloutPort, StageEvaluation,
 };
 pub use lease::Leases;
 pub use measure::{measure, validate_criterion, CriterionQueries, Measured, Measurement, Side};
