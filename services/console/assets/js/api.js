@@ -24,7 +24,9 @@ function expired() {
 async function send(method, path, { body, accept } = {}) {
   const headers = { Accept: accept || 'application/json' };
   const t = token();
-  if (t) headers.Authorization = `Bearer ${t}`;
+  // A late request of a page left behind (after sign-out) is not sent at all.
+  if (!t) throw new ApiError(0, { title: 'Not signed in' });
+  headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method === 'POST') headers['Idempotency-Key'] = crypto.randomUUID();
   const res = await fetch(path, {
@@ -34,7 +36,8 @@ async function send(method, path, { body, accept } = {}) {
     cache: 'no-store',
   });
   if (res.status === 401) {
-    expired();
+    // Only the token still in use can expire the session (not one replaced meanwhile).
+    if (token() === t) expired();
     throw new ApiError(401, { title: EXPIRED });
   }
   if (!res.ok) {

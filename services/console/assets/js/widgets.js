@@ -119,7 +119,7 @@ export function decisionForm(rolloutId, requestId, onDone) {
   const out = h('div', { 'aria-live': 'polite' });
   const approve = h('button', { type: 'submit', value: 'approve', class: 'approve' }, 'Approve');
   const reject = h('button', { type: 'submit', value: 'reject', class: 'danger reject' }, 'Reject');
-  const form = h('form', { class: 'decision', 'data-request': requestId },
+  const form = h('form', { class: 'decision', 'data-request': requestId, novalidate: true },
     h('label', { for: id }, 'Comment (required)'), area,
     h('div', { class: 'row' }, approve, reject), out);
   form.addEventListener('submit', async (ev) => {
@@ -137,7 +137,7 @@ export function decisionForm(rolloutId, requestId, onDone) {
     try {
       await api.post(`/v1/rollouts/${encodeURIComponent(rolloutId)}/advance-requests/${encodeURIComponent(requestId)}/approvals`, { decision, comment });
       out.append(message('ok', decision === 'approve' ? 'Approved.' : 'Rejected.'));
-      if (onDone) setTimeout(onDone, 600);
+      if (onDone) setTimeout(() => Promise.resolve().then(onDone).catch(() => {}), 600);
     } catch (e) {
       out.append(message('error', explain(e)));
     } finally {

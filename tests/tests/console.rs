@@ -1,0 +1,622 @@
+//! The web console in a real browser: headless Chromium driven through chromedriver
+//! (WebDriver, with the fantoccini client), against the real server on port 0.
+//!
+//! One browser walks through the scenarios in order (each is a step named in its failure):
+//! a release manager requests an advance; an approver finds it in the inbox, approves it
+//! with a comment and sees it in the decision log; a person who requested an advance is
+//! refused their own approval with R2 in words; an auditor filters the audit trail and
+//! verifies the chain; a rolled-back rollout's post-mortem replays an earlier stage; a
+//! hostile title renders as text; an expired session returns to sign-in. On every page the
+//! test reads what a listener installed before any page script recorded: console errors,
+//! uncaught errors and Content-Security-Policy violations, and there must be none.
+//! Screenshots of each page at 1280x800 and 390x844 go to `target/console-screenshots/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::Method;
+use rollgate_e2e::flow::{advance_example, ok, readings, running_example, Person, ALICE, BOB, BOT};
+use rollgate_e2e::{example_create_body, json, Backend, TestApp};
+use serde_json::Value;
+
+const RITA: Person = Person {
+    sub: "rita",
+    roles: &["release_manager", "approver"],
+    teams: &["web"],
+};
+const AUDREY_ALL: Person = Person {
+    sub: "audrey",
+    roles: &["auditor"],
+    teams: &["*"],
+};
+const XSS_TITLE: &str = "<img src=x onerror=alert(1)>";
+
+/// Installed by the DevTools protocol before any script of each new document: records
+/// console errors, uncaught errors, rejected promises and CSP violations.
+const RECORDER: &str = r#"
+window.__rg = { errors: [], csp: [] };
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__rg.csp.push(`${e.violatedDirective} blocked ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`);
+});
+window.addEventListener('error', (e) => { window.__rg.errors.push(`error: ${e.message} at ${e.filename}:${e.lineno}`); });
+window.addEventListener('unhandledrejection', (e) => { window.__rg.errors.push(`unhandled rejection: ${e.reason}`); });
+const original = console.error.bind(console);
+console.error = (...args) => { window.__rg.errors.push(`console.error: ${args.join(' ')}`); original(...args); };
+window.__rg.refused = [];
+const realFetch = window.fetch.bind(window);
+window.fetch = (...args) => realFetch(...args).then((r) => {
+  if (r.status === 401) r.clone().text().then((t) => window.__rg.refused.push(`${r.status} ${r.url} ${t}`));
+  return r;
+});
+window.alert = (m) => { window.__rg.errors.push(`alert(${m}) was called`); };
+"#;
+
+/// `POST /session/{id}/goog/cdp/execute`: a DevTools command through chromedriver.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.cmd, "params": self.params}).to_string()),
+        )
+    }
+}
+
+/// A program from its variable, else the usual Debian path; otherwise one clear line.
+fn tool(var: &str, fallback: &str, package: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(var) {
+        if Path::new(&p).is_file() {
+            return PathBuf::from(p);
+        }
+        panic!("{var}={p} is not a file; `cargo xtask test` installs {package}");
+    }
+    if Path::new(fallback).is_file() {
+        return PathBuf::from(fallback);
+    }
+    panic!("{package} is missing: set {var} or install the Debian package {package} (`cargo xtask test` installs it)");
+}
+
+/// chromedriver on a free loopback port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_driver() -> Driver {
+    let bin = tool(
+        "ROLLGATE_CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        "chromium-driver",
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{}/status", driver.url)).send().await {
+            if r.status().is_success() {
+                return driver;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not answer on {} within 10 s", driver.url);
+}
+
+async fn start_browser(driver: &Driver, profile: &Path) -> Client {
+    let chromium = tool("ROLLGATE_CHROMIUM", "/usr/bin/chromium", "chromium");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--hide-scrollbars",
+                format!("--user-data-dir={}", profile.display()),
+                "--window-size=1280,800",
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+    client
+        .issue_cmd(Cdp {
+            cmd: "Page.addScriptToEvaluateOnNewDocument",
+            params: json!({ "source": RECORDER }),
+        })
+        .await
+        .expect("the recorder is installed");
+    client
+}
+
+/// The browser and the server under test.
+struct Ui {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Ui {
+    /// Waits (bounded) for an element matching `css`.
+    async fn el(&self, css: &str) -> fantoccini::elements::Element {
+        self.c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css} within 10 s: {e}"))
+    }
+
+    /// Waits (bounded) until the text of `css` contains `needle`; answers the text.
+    async fn text_contains(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            if let Ok(e) = self.c.find(Locator::Css(css)).await {
+                if let Ok(t) = e.text().await {
+                    if t.contains(needle) {
+                        return t;
+                    }
+                    last = t;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never contained {needle:?} within 10 s; last text: {last:?}");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}: {script}"))
+    }
+
+    async fn go(&self, hash: &str) {
+        self.c
+            .goto(&format!("{}/console/{hash}", self.base))
+            .await
+            .expect("navigation");
+    }
+
+    /// Signs out (if signed in) and signs in by pasting `token`.
+    async fn sign_in(&self, token: &str) {
+        self.go("#/signin").await;
+        if let Ok(b) = self
+            .c
+            .find(Locator::Css("#who:not([hidden]) #sign-out"))
+            .await
+        {
+            b.click().await.unwrap();
+            self.text_contains("main", "You are signed out").await;
+        }
+        let area = self.el("#token-input").await;
+        area.send_keys(token).await.unwrap();
+        self.el("#token-submit").await.click().await.unwrap();
+        self.el("#nav:not([hidden])").await;
+    }
+
+    /// No console error, uncaught error or CSP violation so far on this document.
+    async fn clean(&self, page: &str) {
+        let r = self.js("return window.__rg || null").await;
+        assert!(
+            r.is_object(),
+            "{page}: the recorder is missing, so nothing was checked"
+        );
+        assert_eq!(r["csp"], json!([]), "{page}: CSP violations");
+        assert_eq!(r["errors"], json!([]), "{page}: console errors");
+    }
+
+    /// Screenshots at both viewports (the page is left at the wide one).
+    async fn shoot(&self, name: &str) {
+        for (w, h, tag) in [(390u32, 844u32, "narrow"), (1280, 800, "wide")] {
+            self.c.set_window_size(w, h).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let png = self.c.screenshot().await.expect("screenshot");
+            std::fs::write(self.shots.join(format!("{name}-{tag}.png")), png).unwrap();
+        }
+    }
+}
+
+/// The API and the console on one origin. Until the server serves `/console/` itself, a
+/// small front server serves the console and forwards every other request to the API.
+async fn console_origin(app: &TestApp) -> String {
+    let probe = app
+        .client
+        .get(format!("{}/console/", app.address))
+        .send()
+        .await
+        .expect("probe");
+    if probe.status().is_success() {
+        return app.address.clone();
+    }
+    front::spawn(app.address.clone()).await
+}
+
+mod front {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use futures::TryStreamExt;
+
+    const FORWARDED: &[&str] = &[
+        "authorization",
+        "content-type",
+        "accept",
+        "idempotency-key",
+        "if-match",
+        "last-event-id",
+    ];
+
+    async fn forward(
+        req: HttpRequest,
+        body: web::Bytes,
+        api: web::Data<(String, reqwest::Client)>,
+    ) -> HttpResponse {
+        let (base, client) = api.get_ref();
+        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+        let mut rb = client.request(method, format!("{base}{}", req.uri()));
+        for name in FORWARDED {
+            if let Some(v) = req.headers().get(*name) {
+                rb = rb.header(*name, v.as_bytes());
+            }
+        }
+        let res = match rb.body(body.to_vec()).send().await {
+            Ok(r) => r,
+            Err(e) => return HttpResponse::BadGateway().body(e.to_string()),
+        };
+        let mut out = HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(res.status().as_u16()).unwrap(),
+        );
+        for (k, v) in res.headers() {
+            if !matches!(
+                k.as_str(),
+                "content-length" | "transfer-encoding" | "connection"
+            ) {
+                out.insert_header((k.as_str(), v.as_bytes()));
+            }
+        }
+        out.streaming(res.bytes_stream().map_err(std::io::Error::other))
+    }
+
+    pub async fn spawn(api: String) -> String {
+        let data = web::Data::new((api, reqwest::Client::new()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(rollgate_console::configure)
+                .default_service(web::to(forward))
+        })
+        .workers(2)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        format!("http://127.0.0.1:{port}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_real_browser() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+
+    // Every clock move first: tokens live an hour from the clock's now.
+    // A rollout that reached stage 1, then breached a rollback criterion and rolled back.
+    let rolled_back = running_example(&app).await;
+    advance_example(&app, &rolled_back, 0).await;
+    ok(
+        &app,
+        Method::POST,
+        &format!("/v1/rollouts/{rolled_back}/metrics"),
+        BOT,
+        readings(&app, &[("error_rate", 0.08, 5_000)]),
+    )
+    .await;
+    // The rollout the release manager works on in the browser, and Rita's own request.
+    let main = running_example(&app).await;
+    let own = running_example(&app).await;
+    let live = running_example(&app).await;
+    ok(
+        &app,
+        Method::POST,
+        &format!("/v1/rollouts/{own}/advance-requests"),
+        RITA,
+        json!({}),
+    )
+    .await;
+    // A title written to attack the page.
+    let mut hostile = example_create_body();
+    hostile["title"] = json!(XSS_TITLE);
+    hostile["feature_key"] = json!("hostile-title");
+    let hostile = rollgate_e2e::flow::create(&app, hostile).await;
+
+    let base = console_origin(&app).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let ui = Ui {
+        c: start_browser(&driver, profile.path()).await,
+        base,
+        shots,
+    };
+
+    let scenarios = std::panic::AssertUnwindSafe(async {
+        // The sign-in page, and the security headers the browser sees.
+        ui.go("").await;
+        ui.el("#token-input").await;
+        ui.text_contains("#token-form", "rollgate token").await;
+        ui.clean("sign-in").await;
+        ui.shoot("signin").await;
+
+        // 1. The release manager requests the advance of `main` from its page.
+        eprintln!("step 1");
+        ui.sign_in(&ALICE.token(&app)).await;
+        ui.go(&format!("#/rollouts/{main}")).await;
+        ui.text_contains("#rollout-title", "One-click checkout")
+            .await;
+        ui.text_contains(".pipeline [aria-current=step]", "internal")
+            .await;
+        ui.el("form.action button.request-advance")
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.text_contains("form.action .message", "Advance requested")
+            .await;
+        ui.text_contains(".open-request", "Requested by alice")
+            .await;
+        ui.clean("rollout (release manager)").await;
+        ui.shoot("rollout").await;
+
+        // 2. The approver finds it in the inbox, approves with a comment, sees the decision.
+        eprintln!("step 2");
+        ui.sign_in(&BOB.token(&app)).await;
+        ui.go("#/inbox").await;
+        let card = format!(".inbox-item[data-request] a[href='#/rollouts/{main}']");
+        ui.el(&card).await;
+        let card_css = format!("#inbox-list article:has(a[href='#/rollouts/{main}'])");
+        ui.text_contains(&card_css, "Requested by").await;
+        ui.text_contains(&card_css, "alice").await;
+        ui.text_contains(&card_css, "0 of 2 approver").await;
+        ui.shoot("inbox").await;
+        // A request made elsewhere appears without a reload (the event stream).
+        let marker = ui.js("window.__same_document = true; return null").await;
+        assert_eq!(marker, Value::Null);
+        ok(
+            &app,
+            Method::POST,
+            &format!("/v1/rollouts/{live}/advance-requests"),
+            ALICE,
+            json!({}),
+        )
+        .await;
+        ui.el(&format!("#inbox-list a[href='#/rollouts/{live}']"))
+            .await;
+        assert_eq!(
+            ui.js("return window.__same_document === true").await,
+            json!(true),
+            "the page was reloaded"
+        );
+        // Approving without a comment is refused by the page.
+        ui.el(&format!("{card_css} button.approve"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.text_contains(&format!("{card_css} .message"), "comment is required")
+            .await;
+        ui.el(&format!("{card_css} textarea"))
+            .await
+            .send_keys("metrics look healthy, go")
+            .await
+            .unwrap();
+        ui.el(&format!("{card_css} button.approve"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.text_contains(&format!("{card_css} .message"), "Approved")
+            .await;
+        ui.clean("inbox").await;
+        ui.go("#/audit").await;
+        let row = ui.text_contains("#decisions-table", "bob").await;
+        assert!(row.contains("approval"), "decision log: {row}");
+        ui.clean("decision log (approver)").await;
+
+        // 3. Approving one's own request: the R2 refusal in words.
+        eprintln!("step 3");
+        ui.sign_in(&RITA.token(&app)).await;
+        ui.go(&format!("#/rollouts/{own}")).await;
+        ui.el(".open-request textarea")
+            .await
+            .send_keys("my own")
+            .await
+            .unwrap();
+        ui.el(".open-request button.approve")
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.text_contains(
+            ".open-request .message.error",
+            "R2: you cannot approve your own request",
+        )
+        .await;
+        ui.clean("rollout (self-approval)").await;
+
+        // 4. The auditor filters the audit trail and verifies the chain.
+        eprintln!("step 4");
+        ui.sign_in(&AUDREY_ALL.token(&app)).await;
+        ui.go("#/audit").await;
+        ui.el("#a-actor").await.send_keys("bob").await.unwrap();
+        ui.el("#a-apply").await.click().await.unwrap();
+        ui.text_contains("#audit-table", "AdvanceApproved").await;
+        let actors = ui
+            .js("return [...document.querySelectorAll('#audit-table tbody td.actor')].map(e => e.textContent)")
+            .await;
+        let actors = actors.as_array().unwrap();
+        assert!(!actors.is_empty());
+        assert!(
+            actors.iter().all(|a| a == "bob"),
+            "filtered by actor bob: {actors:?}"
+        );
+        ui.el("#verify-chain").await.click().await.unwrap();
+        ui.text_contains("#audit-result", "Chain verified through position")
+            .await;
+        ui.clean("audit").await;
+        ui.shoot("audit").await;
+
+        // 5. The post-mortem of the rolled-back rollout, replayed before the rollback.
+        eprintln!("step 5");
+        ui.go(&format!("#/postmortem/{rolled_back}")).await;
+        ui.el("#timeline-chart .m-breach").await;
+        ui.el("#timeline-chart .m-rollback").await;
+        let now_stage = ui.text_contains("#replay-stage", "").await;
+        let steps = ui
+            .js(&format!(
+                "return fetch('/v1/rollouts/{rolled_back}/replay?limit=1000', {{headers: {{Authorization: 'Bearer ' + sessionStorage.getItem('rollgate.token')}}}}).then(r => r.json()).then(p => p.items.map(i => i.event_type))"
+            ))
+            .await;
+        let steps: Vec<&str> = steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let rollback_at = steps
+            .iter()
+            .position(|t| *t == "RolledBack")
+            .expect("a RolledBack event");
+        assert!(
+            !now_stage.contains("stage 1"),
+            "after the rollback the rollout is no longer at stage 1: {now_stage}"
+        );
+        // Scrub with the keyboard from the last event back to the one before the rollback.
+        // (Focus, not a click: a click on a range input moves it to where it lands.)
+        ui.el("#replay-slider").await;
+        ui.js("document.getElementById('replay-slider').focus(); return null")
+            .await;
+        let lefts = steps.len() - rollback_at;
+        let keys: String = std::iter::repeat_n('\u{E012}', lefts).collect();
+        ui.c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&keys)
+            .await
+            .unwrap();
+        ui.text_contains("#replay-stage", "stage 1 · beta-5").await;
+        ui.text_contains("#replay-exposure", "5 %").await;
+        ui.clean("post-mortem").await;
+        ui.shoot("postmortem").await;
+
+        // 6. The hostile title renders as text, in the list and on its page.
+        eprintln!("step 6");
+        ui.go("#/rollouts").await;
+        let link = ui
+            .el(&format!("#rollouts-table a[href='#/rollouts/{hostile}']"))
+            .await;
+        assert_eq!(link.text().await.unwrap(), XSS_TITLE);
+        let imgs = ui
+            .js("return document.querySelectorAll('main img').length")
+            .await;
+        assert_eq!(imgs, json!(0), "the title became markup");
+        ui.clean("rollouts").await;
+        ui.shoot("rollouts").await;
+        ui.go(&format!("#/rollouts/{hostile}")).await;
+        ui.text_contains("#rollout-title", XSS_TITLE).await;
+        let imgs = ui
+            .js("return document.querySelectorAll('main img').length")
+            .await;
+        assert_eq!(imgs, json!(0), "the title became markup");
+        ui.clean("rollout (hostile title)").await;
+
+        // 7. A token the server no longer accepts: back to sign-in, with the reason.
+        eprintln!("step 7");
+        ui.js(
+            "sessionStorage.setItem('rollgate.token', 'e30.e30.bm90LWEtc2lnbmF0dXJl'); return null",
+        )
+        .await;
+        ui.go("#/rollouts").await;
+        ui.text_contains("main", "session expired").await;
+        ui.el("#token-input").await;
+        let stored = ui
+            .js("return sessionStorage.getItem('rollgate.token')")
+            .await;
+        assert_eq!(stored, Value::Null, "the refused token is gone");
+        ui.clean("expired session").await;
+    });
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(100),
+        futures::FutureExt::catch_unwind(scenarios),
+    )
+    .await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        // What the browser showed when it went wrong.
+        if let Ok(png) = ui.c.screenshot().await {
+            let _ = std::fs::write(ui.shots.join("failure.png"), png);
+        }
+        if let Ok(rec) = ui.c.execute("return window.__rg || null", vec![]).await {
+            eprintln!("recorded at failure: {rec}");
+        }
+        if let Ok(text) = ui.c.find(Locator::Css("body")).await {
+            eprintln!(
+                "page at failure:\n{}",
+                text.text().await.unwrap_or_default()
+            );
+        }
+    }
+    let _ = ui.c.clone().close().await;
+    drop(driver);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("the browser scenarios did not finish within 100 s"),
+    }
+}
