@@ -802,3 +802,258 @@ impl BindingEvent {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tool protocols: what a tool's call asks and what it is answered
+// ---------------------------------------------------------------------------
+
+/// Flagger's webhook types that rollgate answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlaggerHook {
+    ConfirmRollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    /// Inverted: a 2xx answer makes Flagger roll back.
+    Rollback,
+}
+
+impl FlaggerHook {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfirmRollout => "confirm-rollout",
+            Self::ConfirmTrafficIncrease => "confirm-traffic-increase",
+            Self::ConfirmPromotion => "confirm-promotion",
+            Self::Rollback => "rollback",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::ConfirmRollout,
+            Self::ConfirmTrafficIncrease,
+            Self::ConfirmPromotion,
+            Self::Rollback,
+        ]
+        .into_iter()
+        .find(|h| h.as_str() == s)
+    }
+}
+
+/// The body Flagger POSTs to a webhook (`flaggerv1.CanaryWebhookPayload`,
+/// fluxcd/flagger `pkg/controller/webhook.go`). Unknown fields are ignored:
+/// Flagger may add some.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlaggerCall {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub checksum: String,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// What a Flagger call asks, read from its static `metadata`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlaggerAsk {
+    pub binding_id: BindingId,
+    pub hook: FlaggerHook,
+    pub stage: Option<crate::values::StageIndex>,
+    pub rollout_id: Option<RolloutId>,
+}
+
+impl FlaggerCall {
+    /// The presented secret (`metadata.secret`), if any.
+    pub fn secret(&self) -> Option<&str> {
+        self.metadata.get("secret").map(String::as_str)
+    }
+
+    /// Reads `binding_id`, `hook`, `stage` and `rollout_id` from `metadata`,
+    /// reporting every problem at once.
+    pub fn ask(&self) -> Result<FlaggerAsk, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let meta = |k: &str| self.metadata.get(k).map(String::as_str);
+        let binding_id = match meta("binding_id") {
+            Some(s) => BindingId::parse(s)
+                .map_err(|_| errors.push("metadata.binding_id", "must be a UUID"))
+                .ok(),
+            None => {
+                errors.push(
+                    "metadata.binding_id",
+                    "is required (the rollgate binding id)",
+                );
+                None
+            }
+        };
+        let hook = match meta("hook") {
+            Some(s) => FlaggerHook::parse(s)
+                .ok_or_else(|| {
+                    errors.push(
+                        "metadata.hook",
+                        "must be confirm-rollout, confirm-traffic-increase, confirm-promotion or rollback",
+                    )
+                })
+                .ok(),
+            None => {
+                errors.push("metadata.hook", "is required (Flagger does not send the hook type)");
+                None
+            }
+        };
+        let stage = match meta("stage") {
+            Some(s) => s
+                .trim()
+                .parse::<u32>()
+                .map(crate::values::StageIndex::new)
+                .map_err(|_| errors.push("metadata.stage", "must be a stage index (0, 1, ...)"))
+                .ok(),
+            None => None,
+        };
+        let rollout_id = match meta("rollout_id") {
+            Some(s) => RolloutId::parse(s)
+                .map_err(|_| errors.push("metadata.rollout_id", "must be a UUID"))
+                .ok(),
+            None => None,
+        };
+        if self.name.trim().is_empty() {
+            errors.push("name", "must not be empty");
+        }
+        if self.namespace.trim().is_empty() {
+            errors.push("namespace", "must not be empty");
+        }
+        if self.checksum.len() > MAX_TEXT {
+            errors.push("checksum", format!("must be at most {MAX_TEXT} bytes"));
+        }
+        match (binding_id, hook) {
+            (Some(binding_id), Some(hook)) if errors.is_empty() => Ok(FlaggerAsk {
+                binding_id,
+                hook,
+                stage,
+                rollout_id,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The answer to one tool call: whether the tool may proceed, the one line it
+/// is told, and what to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolAnswer {
+    pub proceed: bool,
+    pub line: String,
+    pub gate: crate::gate::Gate,
+    pub answer: GateAnswer,
+}
+
+/// Whether `b` is the binding of this Flagger canary (and of `rollout_id`, when named).
+pub fn flagger_target_matches(b: &Binding, call: &FlaggerCall, ask: &FlaggerAsk) -> bool {
+    let canary = matches!(&b.target, Target::FlaggerCanary { namespace, name }
+        if *namespace == call.namespace && *name == call.name);
+    canary && ask.rollout_id.is_none_or(|id| id == b.rollout_id)
+}
+
+/// Answers a Flagger call about `r` (the binding's rollout).
+///
+/// Confirm hooks ask the gate about `advance to stage N` when `metadata.stage`
+/// names one, else about the rollout's next transition; a checksum other than
+/// the one first seen while the same advance request is open waits ("canary
+/// changed since approval"). The `rollback` hook proceeds (Flagger rolls
+/// back) only when the rollout was rolled back or aborted, or a rollback
+/// criterion of its current stage is breached.
+pub fn answer_flagger(
+    b: &Binding,
+    r: &crate::rollout::Rollout,
+    policy: &crate::context::PolicySnapshot,
+    now: DateTime<Utc>,
+    call: &FlaggerCall,
+    ask: &FlaggerAsk,
+) -> ToolAnswer {
+    let request_id = r.open_request;
+    let (proceed, line, gate, transition) = if ask.hook == FlaggerHook::Rollback {
+        // The gate for `rollback` with the signals as its only reasons: the
+        // verdict is "allow" (roll back) when there is one, else "wait".
+        let signals = crate::gate::rollback_signals(r);
+        let proceed = !signals.is_empty();
+        let line = if proceed {
+            let why: Vec<_> = signals.iter().map(|r| r.message.as_str()).collect();
+            format!("roll back: {}", why.join("; "))
+        } else {
+            format!(
+                "no rollback: rollout is {} and no rollback criterion is breached",
+                r.status
+            )
+        };
+        let mut gate = crate::gate::gate(r, policy, now, Transition::Rollback);
+        gate.reasons = signals;
+        gate.verdict = if proceed {
+            GateVerdict::Allow
+        } else {
+            GateVerdict::Wait
+        };
+        gate.result = gate.verdict.word().to_owned();
+        (proceed, line, gate, Transition::Rollback)
+    } else {
+        let transition = ask.stage.map_or_else(
+            || Transition::next_for(r),
+            |to_stage| Transition::Advance { to_stage },
+        );
+        let mut gate = crate::gate::gate(r, policy, now, transition);
+        if let Some(changed) = b.checksum_reason(request_id, &call.checksum) {
+            gate = gate.with_reason(changed);
+        }
+        let proceed = gate.verdict == GateVerdict::Allow;
+        (proceed, gate.summary(), gate, transition)
+    };
+    let checksum = (!call.checksum.is_empty()).then(|| call.checksum.clone());
+    let answer = GateAnswer {
+        tool: Tool::Flagger,
+        hook: Some(ask.hook.as_str().to_owned()),
+        transition,
+        verdict: gate.verdict,
+        reasons: gate.reasons.clone(),
+        summary: line.clone(),
+        checksum,
+        request_id,
+    };
+    ToolAnswer {
+        proceed,
+        line,
+        gate,
+        answer,
+    }
+}
+
+/// Answers an Argo Rollouts web-metric call (or any other gate poll by a
+/// bound tool) about `stage`, or the next transition.
+pub fn answer_poll(
+    b: &Binding,
+    r: &crate::rollout::Rollout,
+    policy: &crate::context::PolicySnapshot,
+    now: DateTime<Utc>,
+    stage: Option<crate::values::StageIndex>,
+) -> ToolAnswer {
+    let transition = stage.map_or_else(
+        || Transition::next_for(r),
+        |to_stage| Transition::Advance { to_stage },
+    );
+    let gate = crate::gate::gate(r, policy, now, transition);
+    let line = gate.summary();
+    let answer = GateAnswer {
+        tool: b.target.tool(),
+        hook: Some("analysis".to_owned()),
+        transition,
+        verdict: gate.verdict,
+        reasons: gate.reasons.clone(),
+        summary: line.clone(),
+        checksum: None,
+        request_id: r.open_request,
+    };
+    ToolAnswer {
+        proceed: gate.verdict == GateVerdict::Allow,
+        line,
+        gate,
+        answer,
+    }
+}

@@ -846,3 +846,48 @@ fn advance(
         reasons.push(Reason::new(c.detail, effect, c.rule));
     }
 }
+
+/// Why a delivery tool should roll back now (Flagger's `rollback` hook): the
+/// rollout was rolled back or aborted, or a rollback criterion of its current
+/// stage is breached by the readings on record. Empty when none holds.
+pub fn rollback_signals(r: &Rollout) -> Vec<Reason> {
+    let mut signals = Vec::new();
+    match r.status {
+        RolloutStatus::RolledBack => signals.push(Reason::new(
+            ReasonDetail::RolledBack {
+                to_stage: r.position,
+            },
+            Effect::Ok,
+            Some(Rule::R7),
+        )),
+        RolloutStatus::Aborted => {
+            signals.push(Reason::new(ReasonDetail::Aborted, Effect::Ok, None));
+        }
+        _ => {}
+    }
+    if r.status.is_live() {
+        if let (Some(position), Some(stage)) = (r.position, r.current_stage()) {
+            for c in &stage.rollback_criteria {
+                let e = evaluate(c, CriterionKind::Rollback, &r.readings);
+                if e.is_breach() {
+                    signals.push(Reason::new(
+                        ReasonDetail::Guardrail {
+                            stage: position,
+                            criterion: CriterionKind::Rollback,
+                            metric: e.metric,
+                            comparator: e.comparator,
+                            threshold: e.threshold.get(),
+                            min_samples: e.min_samples,
+                            value: e.value,
+                            samples: e.samples,
+                            verdict: e.verdict,
+                        },
+                        Effect::Ok,
+                        Some(Rule::R4),
+                    ));
+                }
+            }
+        }
+    }
+    signals
+}

@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use rollgate_domain::binding::{
-    decide_binding, evolve_binding, BindingCommand as B, BindingContext, BindingError,
-    BindingEvent, BindingId, BindingState, BindingStatus, GateAnswer, SecretHash, Target, Tool,
+    answer_flagger, answer_poll, decide_binding, evolve_binding, flagger_target_matches,
+    BindingCommand as B, BindingContext, BindingError, BindingEvent, BindingId, BindingState,
+    BindingStatus, FlaggerCall, FlaggerHook, GateAnswer, SecretHash, Target, Tool, ToolAnswer,
     HEARTBEAT_SECONDS,
 };
 use rollgate_domain::gate::{Effect, GateVerdict, Reason, ReasonDetail, Transition};
@@ -511,4 +512,215 @@ fn events_round_trip_through_storage() {
     }
     assert!(BindingEvent::from_stored("Nope", 1, serde_json::json!({})).is_err());
     assert!(BindingEvent::from_stored("BindingRevoked", 9, events[3].payload()).is_err());
+}
+
+// --- Flagger calls ------------------------------------------------------------------
+
+const FLAGGER_PAYLOAD: &str = include_str!("../../tests/fixtures/flagger/webhook-payload.json");
+
+/// The documented payload with rollgate's metadata (the fixture's own
+/// metadata keys are kept: Flagger passes whatever the spec says).
+fn flagger_call(hook: &str, stage: Option<&str>, checksum: &str) -> FlaggerCall {
+    let mut call: FlaggerCall = serde_json::from_str(FLAGGER_PAYLOAD).unwrap();
+    call.checksum = checksum.to_owned();
+    call.metadata.insert("hook".into(), hook.into());
+    call.metadata
+        .insert("binding_id".into(), binding_id().to_string());
+    call.metadata.insert("secret".into(), SECRET.into());
+    if let Some(stage) = stage {
+        call.metadata.insert("stage".into(), stage.into());
+    }
+    call
+}
+
+fn answer_to(s: &Scenario, state: &BindingState, secs: i64, call: &FlaggerCall) -> ToolAnswer {
+    let ask = call.ask().unwrap();
+    let b = state.binding().unwrap();
+    assert!(flagger_target_matches(b, call, &ask));
+    answer_flagger(
+        b,
+        s.state.rollout().unwrap(),
+        &s.policy,
+        at(secs),
+        call,
+        &ask,
+    )
+}
+
+#[test]
+fn the_documented_payload_parses_and_needs_rollgate_metadata() {
+    let call: FlaggerCall = serde_json::from_str(FLAGGER_PAYLOAD).unwrap();
+    assert_eq!(
+        (call.name.as_str(), call.namespace.as_str()),
+        ("podinfo", "test")
+    );
+    assert_eq!(
+        (call.phase.as_str(), call.checksum.as_str()),
+        ("Progressing", "85d557f47b")
+    );
+    let errors = call.ask().unwrap_err();
+    assert!(errors.has_field("metadata.binding_id"), "{errors}");
+    assert!(errors.has_field("metadata.hook"), "{errors}");
+    assert_eq!(call.secret(), None);
+
+    let mut bad = flagger_call("confirm-everything", Some("one"), "c");
+    let errors = bad.ask().unwrap_err();
+    assert!(errors.has_field("metadata.hook") && errors.has_field("metadata.stage"));
+    bad.metadata.insert("hook".into(), "rollback".into());
+    bad.metadata.insert("stage".into(), "2".into());
+    let ask = bad.ask().unwrap();
+    assert_eq!(ask.hook, FlaggerHook::Rollback);
+    assert_eq!(ask.stage, Some(StageIndex::new(2)));
+}
+
+#[test]
+fn a_binding_answers_only_its_own_canary_and_rollout() {
+    let state = bound();
+    let b = state.binding().unwrap();
+    let mut call = flagger_call("confirm-promotion", None, "c");
+    let ask = call.ask().unwrap();
+    assert!(flagger_target_matches(b, &call, &ask));
+    call.name = "other".into();
+    assert!(!flagger_target_matches(b, &call, &ask));
+    let mut call = flagger_call("confirm-promotion", None, "c");
+    call.metadata
+        .insert("rollout_id".into(), Uuid::from_u128(0x999).to_string());
+    let ask = call.ask().unwrap();
+    assert!(!flagger_target_matches(b, &call, &ask));
+}
+
+#[test]
+fn confirm_hooks_wait_then_proceed_with_the_gate() {
+    let s = Scenario::approved();
+    let state = bound();
+    let call = flagger_call("confirm-promotion", Some("1"), "85d557f47b");
+    let waiting = answer_to(&s, &state, 100, &call);
+    assert!(!waiting.proceed);
+    assert!(waiting.line.contains("soak running"), "{}", waiting.line);
+    assert_eq!(waiting.answer.verdict, GateVerdict::Wait);
+    assert_eq!(waiting.answer.request_id, Some(rid(1)));
+    assert_eq!(waiting.answer.hook.as_deref(), Some("confirm-promotion"));
+    assert!(!waiting.line.contains('\n'), "one line");
+
+    let allowed = answer_to(&s, &state, 3600, &call);
+    assert!(allowed.proceed, "{}", allowed.line);
+    // without a stage the hook asks for the next transition: the same here
+    let next = answer_to(
+        &s,
+        &state,
+        3600,
+        &flagger_call("confirm-rollout", None, "85d557f47b"),
+    );
+    assert_eq!(
+        next.answer.transition,
+        Transition::Advance {
+            to_stage: StageIndex::new(1)
+        }
+    );
+    assert!(next.proceed);
+}
+
+#[test]
+fn a_changed_canary_after_approval_waits() {
+    let s = Scenario::approved();
+    let state = bound();
+    let first = answer_to(
+        &s,
+        &state,
+        100,
+        &flagger_call("confirm-promotion", Some("1"), "85d557f47b"),
+    );
+    let events = when(&state, &flagger(), 100, ask(Some(SECRET), first.answer)).unwrap();
+    let state = apply(state, &events);
+
+    let same = answer_to(
+        &s,
+        &state,
+        3600,
+        &flagger_call("confirm-promotion", Some("1"), "85d557f47b"),
+    );
+    assert!(same.proceed, "{}", same.line);
+    let changed = answer_to(
+        &s,
+        &state,
+        3600,
+        &flagger_call("confirm-promotion", Some("1"), "6c9f1e2a3b"),
+    );
+    assert!(!changed.proceed);
+    assert!(
+        changed.line.contains("canary changed since approval"),
+        "{}",
+        changed.line
+    );
+}
+
+#[test]
+fn the_rollback_hook_proceeds_only_on_a_rollback_or_a_breach() {
+    let state = bound();
+    let call = flagger_call("rollback", None, "85d557f47b");
+    let running = answer_to(&Scenario::approved(), &state, 100, &call);
+    assert!(!running.proceed);
+    assert!(running.line.starts_with("no rollback"), "{}", running.line);
+
+    let rolled_back = Scenario::at_stage_1().run(
+        &sam(),
+        4000,
+        rollgate_domain::rollout::RolloutCommand::Rollback {
+            to_stage: None,
+            reason: "errors".into(),
+        },
+    );
+    let a = answer_to(&rolled_back, &state, 4100, &call);
+    assert!(a.proceed, "{}", a.line);
+    assert!(a.line.contains("rolled back"), "{}", a.line);
+
+    // stage 1 pauses on a breach; resumed with the breach still on record
+    let breached = Scenario::at_stage_1()
+        .readings(vec![reading("error_rate", 0.09, 50, 3800)], 3800)
+        .run(
+            &sam(),
+            3900,
+            rollgate_domain::rollout::RolloutCommand::Resume,
+        );
+    let a = answer_to(&breached, &state, 4000, &call);
+    assert!(a.proceed, "{}", a.line);
+    assert!(a.line.contains("breached"), "{}", a.line);
+}
+
+#[test]
+fn an_argo_poll_answers_a_stable_word() {
+    let state = history(&[(
+        gus(),
+        0,
+        bind_cmd(Target::ArgoRollout {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        }),
+    )])
+    .0;
+    let b = state.binding().unwrap();
+    let s = Scenario::approved();
+    let r = s.state.rollout().unwrap();
+    let stage = Some(StageIndex::new(1));
+    let words: Vec<_> = [100, 3600]
+        .into_iter()
+        .map(|secs| answer_poll(b, r, &s.policy, at(secs), stage).gate.result)
+        .collect();
+    assert_eq!(words, ["pending", "approved"]);
+    let a = answer_poll(b, r, &s.policy, at(100), stage).answer;
+    assert_eq!((a.tool, a.hook.as_deref()), (Tool::Argo, Some("analysis")));
+    let aborted = s.run(
+        &rita(),
+        200,
+        rollgate_domain::rollout::RolloutCommand::Abort { reason: "x".into() },
+    );
+    let g = answer_poll(
+        b,
+        aborted.state.rollout().unwrap(),
+        &aborted.policy,
+        at(300),
+        stage,
+    )
+    .gate;
+    assert_eq!(g.result, "rejected");
 }
