@@ -12,6 +12,7 @@
 //! - [`url_policy`]: which addresses may be called (no metadata or link-local; switches for
 //!   private ranges and loopback), also enforced when names resolve.
 //! - [`github`]: GitHub deployment protection rules (verification, App auth, callbacks).
+//! - [`slack`]: Slack approvals (identity links, signed interactions, Block Kit messages).
 //! - [`service`]: managing webhooks (`/v1/webhooks`) for the HTTP handlers.
 //! - [`db`]: the delivery tables of migration 0007.
 
@@ -23,6 +24,7 @@ pub mod github_reporter;
 pub mod secrets;
 pub mod service;
 pub mod signature;
+pub mod slack;
 pub mod url_policy;
 
 pub use engine::{DeliveryEngine, EngineError, EngineHandle, EngineOptions};
