@@ -278,6 +278,8 @@ pub fn evolve_policy(mut state: PolicyState, event: &PolicyEvent) -> PolicyState
     state
 }
 
+const EVENT_TYPES: [&str; 3] = ["PolicyPublished", "FreezeDeclared", "FreezeLifted"];
+
 impl PolicyEvent {
     pub fn event_type(&self) -> &'static str {
         match self {
@@ -291,6 +293,16 @@ impl PolicyEvent {
         SCHEMA_VERSION
     }
 
+    /// Every stored type name of the policy stream.
+    pub const fn event_types() -> &'static [&'static str] {
+        &EVENT_TYPES
+    }
+
+    /// The schema version this build writes for `event_type`, if it is one.
+    pub fn schema_version_of(event_type: &str) -> Option<u32> {
+        EVENT_TYPES.contains(&event_type).then_some(SCHEMA_VERSION)
+    }
+
     /// The variant's fields only.
     pub fn payload(&self) -> serde_json::Value {
         stored::payload_of(self)
@@ -301,8 +313,7 @@ impl PolicyEvent {
         schema_version: u32,
         payload: serde_json::Value,
     ) -> Result<Self, DecodeError> {
-        const TYPES: [&str; 3] = ["PolicyPublished", "FreezeDeclared", "FreezeLifted"];
-        if !TYPES.contains(&event_type) {
+        if !EVENT_TYPES.contains(&event_type) {
             return Err(DecodeError::UnknownEventType(event_type.to_owned()));
         }
         if schema_version == 0 || schema_version > SCHEMA_VERSION {

@@ -302,6 +302,18 @@ impl RolloutEvent {
         }
     }
 
+    /// Every stored type name of the rollout stream.
+    pub const fn event_types() -> &'static [&'static str] {
+        &EVENT_TYPES
+    }
+
+    /// The schema version this build writes for `event_type`, if it is one.
+    pub fn schema_version_of(event_type: &str) -> Option<u32> {
+        EVENT_TYPES
+            .contains(&event_type)
+            .then(|| Self::current_schema_version(event_type))
+    }
+
     /// The variant's fields only, as JSON.
     pub fn payload(&self) -> Value {
         stored::payload_of(self)
