@@ -435,9 +435,13 @@ impl DomainError {
             | Self::RollbackNotAllowed { .. }
             | Self::NotAGranter { .. }
             | Self::SelfGrantedDeviation { .. }
-            | Self::ReadOnly { .. }
-            | Self::TeamNotAllowed { .. } => ErrorKind::Forbidden,
-            Self::RolloutNotFound => ErrorKind::NotFound,
+            | Self::ReadOnly { .. } => ErrorKind::Forbidden,
+            // R11: another team's rollout or team answers as one that does not exist; an id
+            // that names nothing on the rollout is a missing resource too.
+            Self::RolloutNotFound
+            | Self::TeamNotAllowed { .. }
+            | Self::UnknownRequest(_)
+            | Self::UnknownDeviation(_) => ErrorKind::NotFound,
             Self::DuplicateApproval { .. }
             | Self::AdvanceBlocked { .. }
             | Self::Frozen { .. }
@@ -446,8 +450,6 @@ impl DomainError {
             | Self::WrongState { .. }
             | Self::AlreadyExists
             | Self::RequestAlreadyOpen { .. }
-            | Self::UnknownRequest(_)
-            | Self::UnknownDeviation(_)
             | Self::DuplicateId(_)
             | Self::NoNextStage { .. }
             | Self::NotAtLastStage { .. }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use rollgate_e2e::flow::{self, Person, ALICE, AUDREY, BOB, OTTO, SAM, VIC};
 use rollgate_e2e::{both_backends, example_create_body, json, Backend, TestApp};
-use rollgate_server::audit::{verify_export, ExportFormat};
+use rollgate_server::export::{verify_export, ExportFormat};
 use rollgate_store::{EventData, ExpectedVersion, Head, VerifyReport};
 use serde_json::Value;
 

@@ -436,6 +436,155 @@ fn matrix_is_sane() {
     }
 }
 
+/// R11 whatever comes with the request: every per-rollout route (and the deviation decision)
+/// answers another team's id exactly as an unknown id (404, same body), also with If-Match,
+/// an Idempotency-Key, an unusable Idempotency-Key, a malformed body or another media type.
+/// Every (route, variant) is checked and the failures are reported together.
+async fn other_team_ids_answer_as_unknown(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (id, rid) = approved(&app).await;
+    let d = ok(
+        &app,
+        Method::POST,
+        &format!("/v1/rollouts/{id}/deviations"),
+        ALICE,
+        json!({
+            "rules": ["R9"],
+            "justification": "matrix",
+            "expires_at": rfc3339(app.clock.now() + Duration::days(1)),
+        }),
+    )
+    .await;
+    let did = d.body["deviation_id"].as_str().unwrap().to_owned();
+    let version = app
+        .get(&format!("/v1/rollouts/{id}"), &ALICE.token(&app))
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let other = OtherTeam.person().unwrap().token(&app);
+    let long_key = "k".repeat(300);
+    type Variant<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>, &'a [u8]);
+    let variants: Vec<Variant> = vec![
+        ("plain", vec![], Some("application/json"), b"{}"),
+        (
+            "stale If-Match",
+            vec![("if-match", "\"1\"")],
+            Some("application/json"),
+            b"{}",
+        ),
+        (
+            "current If-Match",
+            vec![("if-match", version.as_str())],
+            Some("application/json"),
+            b"{}",
+        ),
+        (
+            "If-Match garbage",
+            vec![("if-match", "nope")],
+            Some("application/json"),
+            b"{}",
+        ),
+        (
+            "Idempotency-Key",
+            vec![("idempotency-key", "k-1")],
+            Some("application/json"),
+            b"{}",
+        ),
+        (
+            "long Idempotency-Key",
+            vec![("idempotency-key", long_key.as_str())],
+            Some("application/json"),
+            b"{}",
+        ),
+        (
+            "malformed body",
+            vec![],
+            Some("application/json"),
+            b"{\"reason\": ",
+        ),
+        (
+            "wrong field",
+            vec![],
+            Some("application/json"),
+            b"{\"nope\": 1}",
+        ),
+        ("text body", vec![], Some("text/plain"), b"hello"),
+    ];
+    let before = app.event_count().await;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (method, pattern) in rollgate_server::app::ROUTES {
+        let per_rollout =
+            pattern.starts_with("/v1/rollouts/{id}") || pattern.starts_with("/v1/deviations/{did}");
+        if !per_rollout {
+            continue;
+        }
+        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let fill = |rollout: &str, deviation: &str| {
+            pattern
+                .replace("{id}", rollout)
+                .replace("{rid}", &rid)
+                .replace("{item}", "qa")
+                .replace("{did}", deviation)
+        };
+        for (name, headers, content_type, body) in &variants {
+            let (theirs_path, unknown_path) = (fill(&id, &did), fill(&unknown, &unknown));
+            let mut answers = Vec::new();
+            for path in [&theirs_path, &unknown_path] {
+                let reply = app
+                    .request_bytes(
+                        method.clone(),
+                        path,
+                        Some(&other),
+                        *content_type,
+                        body.to_vec(),
+                        headers,
+                    )
+                    .await;
+                answers.push(reply);
+            }
+            let (theirs, none) = (&answers[0], &answers[1]);
+            checked += 1;
+            let cell = format!(
+                "{method} {pattern} with {name}: other team {} {} / unknown {} {}",
+                theirs.status, theirs.body, none.status, none.body
+            );
+            if theirs.status.as_u16() != 404
+                || none.status.as_u16() != 404
+                || theirs.body != none.body
+                || theirs.header("content-type") != Some("application/problem+json")
+                || theirs.header("etag").is_some()
+            {
+                failures.push(cell);
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} cells");
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "a refused request wrote events"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cells leak:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_team_ids_answer_as_unknown_sqlite() {
+    other_team_ids_answer_as_unknown(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_team_ids_answer_as_unknown_postgres() {
+    other_team_ids_answer_as_unknown(Backend::Postgres).await;
+}
+
 macro_rules! rows {
     ($backend:ident: $($name:ident => $ep:ident),* $(,)?) => {
         $(

@@ -921,7 +921,9 @@ async fn r12_event_metadata(backend: Backend) {
     let md = &paused["metadata"];
     assert_eq!(md["actor"]["id"], "sam");
     assert_eq!(md["actor"]["roles"], json!(["sre"]));
-    assert_eq!(md["request_id"], "req-r12-0001");
+    // The request id is the server's own; the client's is kept apart, labelled as such.
+    assert_ne!(md["request_id"], "req-r12-0001");
+    assert_eq!(md["client_request_id"], "req-r12-0001");
     assert_eq!(md["correlation_id"], "incident-42");
     let recorded: chrono::DateTime<chrono::Utc> =
         paused["recorded_at"].as_str().unwrap().parse().unwrap();

@@ -15,6 +15,7 @@
 
 mod db;
 pub mod envelope;
+pub mod lookup;
 pub mod models;
 mod projector;
 pub mod query;
@@ -22,6 +23,7 @@ pub mod timeline;
 
 use rollgate_store::StoreError;
 
+pub use lookup::{deviation_stream, events_by_id, StoredPlace};
 pub use models::{
     APPROVER_INBOX, AUDIT_TRAIL, DECISION_LOG, DEVIATION_INDEX, READ_MODELS, ROLLOUT_SUMMARIES,
 };

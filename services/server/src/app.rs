@@ -1,34 +1,28 @@
-//! Building and running the HTTP server.
+//! Building and running the HTTP server, and the route table: every (method, path) the
+//! API answers, in one place. A new route is one line in [`route_table!`] below (and its
+//! operation in `api-spec/openapi.yaml`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpResponse, HttpServer, Resource};
 use anyhow::Context;
 use rollgate_auth::Verifier;
 use rollgate_store::{AppendObserver, Clock, EventStore, StoreOptions};
 
-use crate::metrics::Metrics;
-
+use crate::command::cache::StateCache;
 use crate::config::{DatabaseArgs, ServeArgs};
-use crate::problem::Problem;
-use crate::{health, observe, policies, reads, rollouts};
-
-/// What every handler can reach.
-pub struct AppState {
-    pub store: Arc<dyn EventStore>,
-    pub verifier: Verifier,
-    pub clock: Arc<dyn Clock>,
-    pub max_body_bytes: usize,
-    pub read_wait: Duration,
-    pub metrics: Arc<Metrics>,
-    /// The projector keeping the read models current; reads wait on it (`min_position`).
-    pub projector: rollgate_projections::ProjectorHandle,
-    /// Folded stream states, so commands read only new events.
-    pub cache: crate::cache::StateCache,
-}
+use crate::http::idempotency;
+use crate::http::metrics::Metrics;
+use crate::http::observe;
+use crate::http::problem::Problem;
+use crate::routes::{
+    audit, deviations, health, lists, policies, rollout_commands as commands,
+    rollout_reads as reads, stream,
+};
+use crate::state::AppState;
 
 /// Opens the store behind `args`, applying pending migrations first.
 pub async fn open_store(
@@ -98,8 +92,9 @@ impl Application {
             read_wait: Duration::from_millis(args.read_wait_ms),
             metrics,
             projector,
-            cache: crate::cache::StateCache::new(10_000),
+            cache: StateCache::new(10_000),
         });
+        idempotency::spawn_purge(state.clone());
         let listener = TcpListener::bind(&args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let port = listener.local_addr()?.port();
@@ -155,9 +150,6 @@ fn serve(
                 web::PathConfig::default()
                     .error_handler(|e, _| Problem::not_found(e.to_string()).into()),
             )
-            .app_data(
-                web::QueryConfig::default().error_handler(|e, _| reads::query_problem(&e).into()),
-            )
             .configure(|cfg| routes(cfg, metrics_on_main))
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("no such resource"))
@@ -169,7 +161,7 @@ fn serve(
         let metrics = HttpServer::new(move || {
             App::new()
                 .app_data(metrics_state.clone())
-                .route("/metrics", web::get().to(observe::metrics))
+                .service(resource("/metrics").route(web::get().to(health::metrics)))
         })
         .workers(1)
         .listen(ml)?
@@ -180,15 +172,44 @@ fn serve(
     Ok(server.run())
 }
 
+/// A path's resource: methods it does not declare answer 405 with `Allow`.
+fn resource(path: &'static str) -> Resource {
+    let allow = ROUTES
+        .iter()
+        .chain(&[("get", "/metrics")])
+        .filter(|(_, p)| *p == path)
+        .map(|(m, _)| m.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ");
+    web::resource(path).default_service(web::to(move || {
+        let allow = allow.clone();
+        async move { Err::<HttpResponse, _>(Problem::method_not_allowed(allow)) }
+    }))
+}
+
 /// Declares the route table once: `ROUTES` (method, path) for the spec test, and
-/// `register` for the server.
+/// `register` for the server (one resource per path).
 macro_rules! route_table {
     ($($method:ident $path:literal => $handler:path),* $(,)?) => {
         /// Every (method, path) the API answers; `api-spec/openapi.yaml` must list the same set.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 
         fn register(cfg: &mut web::ServiceConfig) {
-            $(cfg.route($path, web::$method().to($handler));)*
+            let mut resources: Vec<(&'static str, Resource)> = Vec::new();
+            $(
+                let at = match resources.iter().position(|(p, _)| *p == $path) {
+                    Some(i) => i,
+                    None => {
+                        resources.push(($path, resource($path)));
+                        resources.len() - 1
+                    }
+                };
+                let (p, r) = resources.remove(at);
+                resources.insert(at, (p, r.route(web::$method().to($handler))));
+            )*
+            for (_, r) in resources {
+                cfg.service(r);
+            }
         }
     };
 }
@@ -197,47 +218,47 @@ route_table! {
     get "/healthz" => health::healthz,
     get "/readyz" => health::readyz,
     get "/openapi.yaml" => health::openapi,
-    post "/v1/rollouts" => rollouts::create,
-    get "/v1/rollouts" => reads::list_rollouts,
-    get "/v1/rollouts/{id}" => rollouts::get,
-    put "/v1/rollouts/{id}/plan" => rollouts::revise_plan,
-    get "/v1/rollouts/{id}/events" => rollouts::events,
+    post "/v1/rollouts" => commands::create,
+    get "/v1/rollouts" => lists::list_rollouts,
+    get "/v1/rollouts/{id}" => reads::get,
+    put "/v1/rollouts/{id}/plan" => commands::revise_plan,
+    get "/v1/rollouts/{id}/events" => reads::events,
     get "/v1/rollouts/{id}/timeline" => reads::timeline,
     get "/v1/rollouts/{id}/replay" => reads::replay,
     get "/v1/rollouts/{id}/postmortem" => reads::postmortem,
-    get "/v1/approvals/inbox" => reads::inbox,
-    get "/v1/decisions" => reads::decisions,
-    get "/v1/audit" => reads::audit,
-    post "/v1/rollouts/{id}/readiness/{item}/sign-off" => rollouts::sign_off,
-    post "/v1/rollouts/{id}/start" => rollouts::start,
-    post "/v1/rollouts/{id}/advance-requests" => rollouts::request_advance,
-    post "/v1/rollouts/{id}/advance-requests/{rid}/approvals" => rollouts::decide_request,
-    post "/v1/rollouts/{id}/advance-requests/{rid}/withdraw" => rollouts::withdraw,
-    post "/v1/rollouts/{id}/advance" => rollouts::advance,
-    post "/v1/rollouts/{id}/pause" => rollouts::pause,
-    post "/v1/rollouts/{id}/resume" => rollouts::resume,
-    post "/v1/rollouts/{id}/rollback" => rollouts::rollback,
-    post "/v1/rollouts/{id}/complete" => rollouts::complete,
-    post "/v1/rollouts/{id}/abort" => rollouts::abort,
-    post "/v1/rollouts/{id}/metrics" => rollouts::metrics,
-    post "/v1/rollouts/{id}/deviations" => rollouts::request_deviation,
-    post "/v1/deviations/{did}/decision" => rollouts::decide_deviation,
-    post "/v1/rollouts/{id}/decisions" => rollouts::record_decision,
-    post "/v1/rollouts/{id}/notes" => rollouts::add_note,
-    post "/v1/rollouts/{id}/timeline/annotations" => rollouts::annotate,
+    get "/v1/approvals/inbox" => lists::inbox,
+    get "/v1/decisions" => lists::decisions,
+    get "/v1/audit" => lists::audit,
+    post "/v1/rollouts/{id}/readiness/{item}/sign-off" => commands::sign_off,
+    post "/v1/rollouts/{id}/start" => commands::start,
+    post "/v1/rollouts/{id}/advance-requests" => commands::request_advance,
+    post "/v1/rollouts/{id}/advance-requests/{rid}/approvals" => commands::decide_request,
+    post "/v1/rollouts/{id}/advance-requests/{rid}/withdraw" => commands::withdraw,
+    post "/v1/rollouts/{id}/advance" => commands::advance,
+    post "/v1/rollouts/{id}/pause" => commands::pause,
+    post "/v1/rollouts/{id}/resume" => commands::resume,
+    post "/v1/rollouts/{id}/rollback" => commands::rollback,
+    post "/v1/rollouts/{id}/complete" => commands::complete,
+    post "/v1/rollouts/{id}/abort" => commands::abort,
+    post "/v1/rollouts/{id}/metrics" => commands::metrics,
+    post "/v1/rollouts/{id}/deviations" => commands::request_deviation,
+    post "/v1/deviations/{did}/decision" => deviations::decide,
+    post "/v1/rollouts/{id}/decisions" => commands::record_decision,
+    post "/v1/rollouts/{id}/notes" => commands::add_note,
+    post "/v1/rollouts/{id}/timeline/annotations" => commands::annotate,
     put "/v1/policies/{team}" => policies::publish,
     post "/v1/policies/{team}/freezes" => policies::declare_freeze,
     delete "/v1/policies/{team}/freezes/{fid}" => policies::lift_freeze,
-    get "/v1/audit/export" => crate::audit::export,
-    get "/v1/audit/verify" => crate::audit::verify,
-    get "/v1/audit/head" => crate::audit::head,
-    get "/v1/events/stream" => crate::stream::events,
+    get "/v1/audit/export" => audit::export,
+    get "/v1/audit/verify" => audit::verify,
+    get "/v1/audit/head" => audit::head,
+    get "/v1/events/stream" => stream::events,
 }
 
 /// Every route the server answers. `/metrics` is here unless it has an address of its own.
 pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     register(cfg);
     if with_metrics {
-        cfg.route("/metrics", web::get().to(observe::metrics));
+        cfg.service(resource("/metrics").route(web::get().to(health::metrics)));
     }
 }

@@ -1,12 +1,13 @@
-//! `rollgate`: the rollout governance server and its command-line tools.
+//! `rollgate`: the command line (serve, migrate, token, verify, rebuild, audit).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use rollgate_server::audit::{self, ExportFormat, ExportRange};
-use rollgate_server::config::{DatabaseArgs, ServeArgs};
-use rollgate_server::Application;
+
+use crate::app::{open_store, Application};
+use crate::config::{AuthArgs, DatabaseArgs, ServeArgs};
+use crate::export::{self as audit, ExportFormat, ExportRange};
 use rollgate_store::{Clock, Head, SystemClock};
 
 #[derive(Parser)]
@@ -41,7 +42,7 @@ enum Commands {
         #[arg(long, default_value = "1h")]
         ttl: String,
         #[command(flatten)]
-        auth: Box<rollgate_server::config::AuthArgs>,
+        auth: Box<AuthArgs>,
     },
     /// Recompute the whole hash chain and print the verified head.
     Verify {
@@ -107,7 +108,8 @@ enum AuditCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,7 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Migrate(db) => {
-            rollgate_server::app::open_store(&db, clock, None).await?;
+            open_store(&db, clock, None).await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -195,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             refuse_missing_sqlite_file(&database.database_url)?;
-            let store = rollgate_server::app::open_store(&database, clock, None).await?;
+            let store = open_store(&database, clock, None).await?;
             let position = rollgate_projections::rebuild(store, projection.as_deref()).await?;
             let rebuilt: Vec<&str> = match &projection {
                 Some(name) => vec![name.as_str()],
@@ -221,7 +223,7 @@ async fn audit(command: AuditCommand, clock: Arc<dyn Clock>) -> anyhow::Result<E
             to_position,
         } => {
             refuse_missing_sqlite_file(&database.database_url)?;
-            let store = rollgate_server::app::open_store(&database, clock, None).await?;
+            let store = open_store(&database, clock, None).await?;
             let head = store.head().await?;
             let range = ExportRange::new(from_position, to_position, head.position)
                 .map_err(|m| anyhow::anyhow!("--{}", m.replace('_', "-")))?;
@@ -297,7 +299,7 @@ async fn audit(command: AuditCommand, clock: Arc<dyn Clock>) -> anyhow::Result<E
         }
         AuditCommand::Head { database } => {
             refuse_missing_sqlite_file(&database.database_url)?;
-            let store = rollgate_server::app::open_store(&database, clock, None).await?;
+            let store = open_store(&database, clock, None).await?;
             println!("{}", serde_json::to_string(&store.head().await?)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -311,7 +313,7 @@ async fn verify_database(
     exported: Option<&Head>,
 ) -> anyhow::Result<ExitCode> {
     refuse_missing_sqlite_file(&database.database_url)?;
-    let store = rollgate_server::app::open_store(database, clock, None).await?;
+    let store = open_store(database, clock, None).await?;
     let report = rollgate_store::verify(&*store, exported).await?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(exit_code(&report))

@@ -364,7 +364,7 @@ fn errors_are_problem_json_and_request_bodies_are_closed() {
 #[test]
 fn served_contract_is_the_file() {
     assert_eq!(
-        rollgate_server::health::OPENAPI_YAML,
+        rollgate_server::routes::health::OPENAPI_YAML,
         spec_text(),
         "the server embeds api-spec/openapi.yaml"
     );

@@ -15,6 +15,7 @@ pub mod chain;
 pub mod clock;
 mod error;
 mod postgres;
+pub mod sql;
 mod sqlite;
 mod types;
 pub mod verify;

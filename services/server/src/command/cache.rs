@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use lru::LruCache;
-use rollgate_domain::{
-    evolve, evolve_policy, PolicyEvent, PolicyState, RolloutId, RolloutState, Team,
-};
+use rollgate_domain::{evolve, evolve_policy, PolicyState, RolloutId, RolloutState, Team};
 use rollgate_store::EventStore;
 
-use crate::execute::{decode_rollout, policy_stream, rollout_stream};
-use crate::problem::Problem;
+use crate::events::{decode_policy, decode_rollout, policy_stream, rollout_stream};
+use crate::http::problem::Problem;
 
 /// A checkpoint is kept every this many events of a stream.
 pub const CHECKPOINT_EVERY: u64 = 64;
@@ -41,7 +39,7 @@ struct RolloutEntry {
 }
 
 /// Which prefix of a stream a time-travel read wants.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AsOf {
     Position(u64),
     Time(DateTime<Utc>),
@@ -197,13 +195,7 @@ impl StateCache {
         loop {
             let page = store.read_stream(&stream, version + 1, PAGE).await?;
             for e in &page {
-                let event =
-                    PolicyEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone())
-                        .map_err(|err| {
-                            tracing::error!(position = e.position, error = %err, "undecodable policy event");
-                            Problem::internal()
-                        })?;
-                state = evolve_policy(state, &event);
+                state = evolve_policy(state, &decode_policy(e)?);
                 version = e.version;
             }
             if page.len() < PAGE {

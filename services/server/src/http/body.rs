@@ -1,30 +1,15 @@
-//! JSON request bodies: the media type is checked (415), the size bounded (413), malformed
+//! JSON request bodies: the size bounded (413), the media type checked (415), malformed
 //! JSON refused (400) and unknown or invalid fields named (422), all as problem+json.
-//! The raw bytes are kept for the idempotency fingerprint.
-
-use std::future::Future;
-use std::pin::Pin;
+//! The extractors of [`crate::http::extract`] keep the raw bytes for the idempotency
+//! fingerprint and parse them with [`json`] or [`optional_json`].
 
 use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, HttpRequest};
 use serde::de::DeserializeOwned;
 
-use crate::problem::Problem;
-use crate::AppState;
-
-/// A parsed JSON body with its raw bytes.
-pub struct Json<T> {
-    pub value: T,
-    pub raw: web::Bytes,
-}
-
-/// A body that may be absent (empty) for commands that take no input; if present it must
-/// be a JSON object matching `T`.
-pub struct OptionalJson<T> {
-    pub value: Option<T>,
-    pub raw: web::Bytes,
-}
+use crate::http::problem::Problem;
+use crate::state::AppState;
 
 fn is_json(req: &HttpRequest) -> bool {
     req.headers()
@@ -38,7 +23,8 @@ fn is_json(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
-async fn read_limited(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, Problem> {
+/// The request body, at most `--max-body-bytes` long (413 beyond).
+pub async fn read_limited(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, Problem> {
     let limit = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.max_body_bytes)
@@ -97,44 +83,22 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
-    type Error = Problem;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Problem>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if !is_json(&req) {
-                return Err(Problem::unsupported_media_type());
-            }
-            let raw = read_limited(&req, &mut payload).await?;
-            let value = parse(&raw)?;
-            Ok(Json { value, raw })
-        })
+/// A JSON body: 415 without a JSON media type, then as [`parse`].
+pub fn json<T: DeserializeOwned>(req: &HttpRequest, raw: &[u8]) -> Result<T, Problem> {
+    if !is_json(req) {
+        return Err(Problem::unsupported_media_type());
     }
+    parse(raw)
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
-    type Error = Problem;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Problem>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let raw = read_limited(&req, &mut payload).await?;
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                return Ok(OptionalJson { value: None, raw });
-            }
-            if !is_json(&req) {
-                return Err(Problem::unsupported_media_type());
-            }
-            let value = parse(&raw)?;
-            Ok(OptionalJson {
-                value: Some(value),
-                raw,
-            })
-        })
+/// A body that may be absent (empty) for commands that take no input; if present it must
+/// be JSON matching `T`.
+pub fn optional_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    raw: &[u8],
+) -> Result<Option<T>, Problem> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
     }
+    json(req, raw).map(Some)
 }

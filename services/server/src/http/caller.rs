@@ -7,8 +7,8 @@ use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use rollgate_auth::Principal;
 use rollgate_domain::{Actor, ActorId, Role, Team, TeamScope};
 
-use crate::problem::Problem;
-use crate::AppState;
+use crate::http::problem::Problem;
+use crate::state::AppState;
 
 /// Who is calling: the verified token and the domain actor built from it.
 #[derive(Clone, Debug)]
@@ -53,6 +53,19 @@ impl Caller {
     pub fn may_see(&self, team: &Team) -> bool {
         self.actor.may_access(team)
     }
+
+    /// R11 for a team the caller names (a policy, a new rollout): another team's answers
+    /// as a team that does not exist.
+    pub fn require_team(&self, team: &Team) -> Result<(), Problem> {
+        if self.may_see(team) {
+            return Ok(());
+        }
+        Err(rollgate_domain::DomainError::TeamNotAllowed {
+            actor: self.actor.id.clone(),
+            team: team.clone(),
+        }
+        .into())
+    }
 }
 
 impl FromRequest for Caller {
@@ -64,7 +77,7 @@ impl FromRequest for Caller {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
+pub fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(Problem::internal)?;

@@ -1,14 +1,39 @@
-//! `Idempotency-Key` on POST: the first answer to a (caller, key) is stored durably and
-//! replayed for a retry with the same request; the same key with another request is a 422.
+//! `Idempotency-Key` on writes: the first answer to a (caller, key) is stored durably and
+//! replayed for a retry with the same request; the same key with another request is a 422
+//! (the first request's fingerprint is kept for the life of the record, also when a retry
+//! takes an unanswered claim over).
+//!
+//! A claim belongs to one attempt (a random token): recording or releasing it touches that
+//! attempt's claim only. A claim left unanswered (its process died, or it is still running)
+//! does not block a retry: the retry takes it over and runs the command again, and because
+//! the command's ids are derived from (caller, key, request) ([`crate::command::Ids`]) a
+//! command that was committed before is recognised in the log and answered with its
+//! original outcome instead of being written twice.
+//!
+//! Records expire [`TTL_HOURS`] after their first claim (answers, refusals included, are
+//! not kept for ever): an expired record is replaced by the next claim and purged by a
+//! background task every [`PURGE_EVERY`].
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use rollgate_store::sql::{Ty, Val};
 use rollgate_store::DatabasePool;
 use sha2::{Digest, Sha256};
 
-use crate::problem::Problem;
+use crate::http::problem::{Problem, ProblemType, PROBLEM_JSON};
+use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
+
+/// How long a record (an answer, or an unanswered claim) is kept.
+pub const TTL_HOURS: i64 = 24;
+
+/// How often expired records are deleted.
+pub const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// An answer as it is stored and replayed.
 #[derive(Debug, Clone)]
@@ -20,15 +45,6 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn ok(body: serde_json::Value) -> Self {
-        Reply {
-            status: StatusCode::OK,
-            etag: None,
-            location: None,
-            body,
-        }
-    }
-
     pub fn into_response(self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status);
         if let Some(e) = &self.etag {
@@ -40,7 +56,7 @@ impl Reply {
         if self.status.is_success() {
             r.json(self.body)
         } else {
-            r.content_type(crate::problem::PROBLEM_JSON).json(self.body)
+            r.content_type(PROBLEM_JSON).json(self.body)
         }
     }
 
@@ -55,11 +71,13 @@ impl Reply {
 }
 
 enum Claim {
-    New,
+    /// This attempt holds the claim (its token).
+    Mine(String),
     Replay(Reply),
 }
 
-fn key_of(req: &HttpRequest) -> Result<Option<String>, Problem> {
+/// The request's Idempotency-Key, if it has one (422 when it is unusable).
+pub fn key_of(req: &HttpRequest) -> Result<Option<String>, Problem> {
     let Some(v) = req.headers().get(HEADER) else {
         return Ok(None);
     };
@@ -76,7 +94,8 @@ fn key_of(req: &HttpRequest) -> Result<Option<String>, Problem> {
     Ok(Some(key.to_owned()))
 }
 
-fn fingerprint(req: &HttpRequest, body: &[u8]) -> String {
+/// What makes two requests "the same request": method, path and body.
+pub fn fingerprint(req: &HttpRequest, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(req.method().as_str().as_bytes());
     h.update(b" ");
@@ -92,7 +111,7 @@ pub async fn once<F, Fut>(
     principal: &str,
     req: &HttpRequest,
     body: &[u8],
-    now: chrono::DateTime<chrono::Utc>,
+    now: DateTime<Utc>,
     handle: F,
 ) -> Result<HttpResponse, Problem>
 where
@@ -103,214 +122,181 @@ where
         return handle().await.map(Reply::into_response);
     };
     let hash = fingerprint(req, body);
-    match claim(pool, principal, &key, &hash, now).await? {
+    let token = match claim(pool, principal, &key, &hash, now).await? {
         Claim::Replay(reply) => return Ok(reply.into_response()),
-        Claim::New => {}
-    }
+        Claim::Mine(token) => token,
+    };
     let outcome = handle().await;
     let reply = match &outcome {
         Ok(reply) => reply.clone(),
         Err(p) if p.status < 500 => Reply::from_problem(p),
         Err(_) => {
             // A server fault is not an answer: let the client retry with the same key.
-            release(pool, principal, &key).await;
+            release(pool, principal, &key, &token).await;
             return outcome.map(Reply::into_response);
         }
     };
-    record(pool, principal, &key, &reply).await?;
+    record(pool, principal, &key, &token, &reply).await?;
     outcome.map(Reply::into_response)
 }
+
+fn db_problem(e: sqlx::Error) -> Problem {
+    Problem::from(rollgate_store::StoreError::from(e))
+}
+
+const WHERE_KEY: &str = "WHERE principal = $1 AND key = $2";
 
 async fn claim(
     pool: &DatabasePool,
     principal: &str,
     key: &str,
     hash: &str,
-    now: chrono::DateTime<chrono::Utc>,
+    now: DateTime<Utc>,
 ) -> Result<Claim, Problem> {
-    let inserted = match pool {
-        DatabasePool::Postgres(p) => sqlx::query(
-            "INSERT INTO idempotency_records (principal, key, request_hash, status, body, created_at) \
-             VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(principal)
-        .bind(key)
-        .bind(hash)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()),
-        DatabasePool::Sqlite(p) => sqlx::query(
-            "INSERT INTO idempotency_records (principal, key, request_hash, status, body, created_at) \
-             VALUES (?, ?, ?, 0, '', ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(principal)
-        .bind(key)
-        .bind(hash)
-        .bind(rollgate_store::chain::format_time(&now))
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()),
-    }
+    let token = uuid::Uuid::new_v4().to_string();
+    let expired = now - chrono::Duration::hours(TTL_HOURS);
+    let (p, k) = (Val::text(principal), Val::text(key));
+    pool.exec(
+        &format!("DELETE FROM idempotency_records {WHERE_KEY} AND created_at < $3"),
+        &[p.clone(), k.clone(), Val::time(expired)],
+    )
+    .await
     .map_err(db_problem)?;
-    if inserted == 1 || take_over_stale(pool, principal, key, hash, now).await? {
-        return Ok(Claim::New);
+    let inserted = pool
+        .exec(
+            "INSERT INTO idempotency_records \
+             (principal, key, request_hash, status, body, created_at, claim) \
+             VALUES ($1, $2, $3, 0, '', $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                p.clone(),
+                k.clone(),
+                Val::text(hash),
+                Val::time(now),
+                Val::text(&token),
+            ],
+        )
+        .await
+        .map_err(db_problem)?;
+    if inserted == 1 {
+        return Ok(Claim::Mine(token));
     }
-    type Row = (String, i32, Option<String>, Option<String>, String);
-    let row: Row = match pool {
-        DatabasePool::Postgres(p) => {
-            sqlx::query_as(
-                "SELECT request_hash, status, etag, location, body FROM idempotency_records \
-             WHERE principal = $1 AND key = $2",
-            )
-            .bind(principal)
-            .bind(key)
-            .fetch_one(p)
-            .await
-        }
-        DatabasePool::Sqlite(p) => {
-            sqlx::query_as(
-                "SELECT request_hash, status, etag, location, body FROM idempotency_records \
-             WHERE principal = ? AND key = ?",
-            )
-            .bind(principal)
-            .bind(key)
-            .fetch_one(p)
-            .await
-        }
+    // Unanswered: take the claim over (the same request only; the first hash is kept).
+    let taken = pool
+        .exec(
+            &format!(
+                "UPDATE idempotency_records SET claim = $4 {WHERE_KEY} \
+                 AND status = 0 AND request_hash = $3"
+            ),
+            &[p.clone(), k.clone(), Val::text(hash), Val::text(&token)],
+        )
+        .await
+        .map_err(db_problem)?;
+    if taken == 1 {
+        return Ok(Claim::Mine(token));
     }
-    .map_err(db_problem)?;
-    let (stored_hash, status, etag, location, body) = row;
-    if stored_hash != hash {
+    let row = pool
+        .fetch_optional(
+            &format!(
+                "SELECT request_hash, CAST(status AS BIGINT), etag, location, body \
+                 FROM idempotency_records {WHERE_KEY}"
+            ),
+            &[p, k],
+            &[Ty::T, Ty::I, Ty::T, Ty::T, Ty::T],
+        )
+        .await
+        .map_err(db_problem)?;
+    let mut row = row.unwrap_or_default().into_iter();
+    let mut text = || row.next().and_then(Val::into_text);
+    let stored_hash = text();
+    if stored_hash.as_deref() != Some(hash) {
         return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency key reused",
+            ProblemType::IdempotencyKeyReused,
             "this Idempotency-Key was already used for a different request",
         ));
     }
-    if status == 0 {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-in-progress",
-            "Request in progress",
-            "a request with this Idempotency-Key is still being handled; retry shortly",
-        ));
-    }
+    let status = row.next().and_then(|v| v.as_i64()).unwrap_or_default();
+    let mut text = || row.next().and_then(Val::into_text);
+    let (etag, location, body) = (text(), text(), text());
     Ok(Claim::Replay(Reply {
         status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
         etag,
         location,
-        body: serde_json::from_str(&body).unwrap_or_default(),
+        body: serde_json::from_str(body.as_deref().unwrap_or_default()).unwrap_or_default(),
     }))
 }
 
-/// How long a claim may stay unanswered before it is presumed abandoned (the process that
-/// took it died) and a retry may take it over.
-pub const STALE_CLAIM_SECONDS: i64 = 300;
-
-/// Takes over a claim left in progress by a process that died before answering.
-async fn take_over_stale(
-    pool: &DatabasePool,
-    principal: &str,
-    key: &str,
-    hash: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool, Problem> {
-    let stale_before = now - chrono::Duration::seconds(STALE_CLAIM_SECONDS);
-    let updated = match pool {
-        DatabasePool::Postgres(p) => sqlx::query(
-            "UPDATE idempotency_records SET request_hash = $3, created_at = $4 \
-             WHERE principal = $1 AND key = $2 AND status = 0 AND created_at < $5",
-        )
-        .bind(principal)
-        .bind(key)
-        .bind(hash)
-        .bind(now)
-        .bind(stale_before)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()),
-        DatabasePool::Sqlite(p) => sqlx::query(
-            "UPDATE idempotency_records SET request_hash = ?3, created_at = ?4 \
-             WHERE principal = ?1 AND key = ?2 AND status = 0 AND created_at < ?5",
-        )
-        .bind(principal)
-        .bind(key)
-        .bind(hash)
-        .bind(rollgate_store::chain::format_time(&now))
-        .bind(rollgate_store::chain::format_time(&stale_before))
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()),
-    }
-    .map_err(db_problem)?;
-    Ok(updated == 1)
-}
-
+/// Stores the answer, if this attempt still holds the claim (otherwise a retry took it over
+/// and records the same outcome).
 async fn record(
     pool: &DatabasePool,
     principal: &str,
     key: &str,
+    token: &str,
     reply: &Reply,
 ) -> Result<(), Problem> {
-    let body = reply.body.to_string();
-    let status = reply.status.as_u16() as i32;
-    match pool {
-        DatabasePool::Postgres(p) => sqlx::query(
-            "UPDATE idempotency_records SET status = $3, etag = $4, location = $5, body = $6 \
-             WHERE principal = $1 AND key = $2",
+    let args = [
+        Val::text(principal),
+        Val::text(key),
+        Val::text(token),
+        Val::int(i64::from(reply.status.as_u16())),
+        Val::opt_text(reply.etag.clone()),
+        Val::opt_text(reply.location.clone()),
+        Val::text(reply.body.to_string()),
+    ];
+    let updated = pool
+        .exec(
+            &format!(
+                "UPDATE idempotency_records SET status = $4, etag = $5, location = $6, \
+                 body = $7 {WHERE_KEY} AND claim = $3 AND status = 0"
+            ),
+            &args,
         )
-        .bind(principal)
-        .bind(key)
-        .bind(status)
-        .bind(&reply.etag)
-        .bind(&reply.location)
-        .bind(&body)
-        .execute(p)
         .await
-        .map(|_| ()),
-        DatabasePool::Sqlite(p) => sqlx::query(
-            "UPDATE idempotency_records SET status = ?3, etag = ?4, location = ?5, body = ?6 \
-             WHERE principal = ?1 AND key = ?2",
-        )
-        .bind(principal)
-        .bind(key)
-        .bind(status)
-        .bind(&reply.etag)
-        .bind(&reply.location)
-        .bind(&body)
-        .execute(p)
-        .await
-        .map(|_| ()),
+        .map_err(db_problem)?;
+    if updated == 0 {
+        tracing::info!(
+            key,
+            "idempotency claim taken over by a retry; its answer stands"
+        );
     }
-    .map_err(db_problem)
+    Ok(())
 }
 
-async fn release(pool: &DatabasePool, principal: &str, key: &str) {
-    let result = match pool {
-        DatabasePool::Postgres(p) => {
-            sqlx::query("DELETE FROM idempotency_records WHERE principal = $1 AND key = $2")
-                .bind(principal)
-                .bind(key)
-                .execute(p)
-                .await
-                .map(|_| ())
-        }
-        DatabasePool::Sqlite(p) => {
-            sqlx::query("DELETE FROM idempotency_records WHERE principal = ? AND key = ?")
-                .bind(principal)
-                .bind(key)
-                .execute(p)
-                .await
-                .map(|_| ())
-        }
-    };
+/// Gives the claim up after a server fault, if this attempt still holds it.
+async fn release(pool: &DatabasePool, principal: &str, key: &str, token: &str) {
+    let result = pool
+        .exec(
+            &format!("DELETE FROM idempotency_records {WHERE_KEY} AND claim = $3 AND status = 0"),
+            &[Val::text(principal), Val::text(key), Val::text(token)],
+        )
+        .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot release an idempotency key");
     }
 }
 
-fn db_problem(e: sqlx::Error) -> Problem {
-    Problem::from(rollgate_store::StoreError::from(e))
+/// Deletes records older than the TTL; answers how many.
+pub async fn purge(pool: &DatabasePool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let expired = now - chrono::Duration::hours(TTL_HOURS);
+    pool.exec(
+        "DELETE FROM idempotency_records WHERE created_at < $1",
+        &[Val::time(expired)],
+    )
+    .await
+}
+
+/// Purges expired records every [`PURGE_EVERY`] while the server's state lives.
+pub fn spawn_purge(state: web::Data<AppState>) {
+    let state = Arc::downgrade(&state.into_inner());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PURGE_EVERY).await;
+            let Some(state) = state.upgrade() else { return };
+            match purge(&state.store.pool(), state.clock.now()).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot purge idempotency records"),
+            }
+        }
+    });
 }

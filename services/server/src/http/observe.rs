@@ -1,23 +1,30 @@
-//! Request ids, request logs and Prometheus metrics.
+//! Request ids, request logs and per-request Prometheus metrics.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage};
 
-use crate::AppState;
+use crate::state::AppState;
 use tracing::Instrument;
 use uuid::Uuid;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The id of the request being served, available to handlers through request extensions.
+/// The server's own id of the request being served (request extensions); it is the
+/// `request_id` of the events the request writes.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Gives every request an id (honouring a sane incoming `X-Request-Id`), a tracing span
-/// carrying it, one log line when it completes, and the id on the response.
+/// The client's `X-Request-Id`, when it sent a sane one: kept apart from the server's id
+/// (events record it as `client_request_id`) and echoed on the response.
+#[derive(Clone, Debug)]
+pub struct ClientRequestId(pub String);
+
+/// Gives every request an id of the server's own, a tracing span carrying it (and the
+/// client's `X-Request-Id`, if any), one log line when it completes, and `X-Request-Id` on
+/// the response (the client's when it sent one, else the server's).
 pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -28,11 +35,15 @@ pub async fn request_span(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(str::to_owned);
-    let id = incoming.unwrap_or_else(|| Uuid::new_v4().to_string());
+    let id = Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
+    if let Some(client) = &incoming {
+        req.extensions_mut().insert(ClientRequestId(client.clone()));
+    }
     let method = req.method().to_string();
     let path = req.path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let client_request_id = incoming.as_deref().unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = %id, %client_request_id, %method, %path);
     let started = std::time::Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
@@ -53,16 +64,9 @@ pub async fn request_span(
             "request completed"
         )
     });
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(incoming.as_deref().unwrap_or(&id)) {
         res.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
     Ok(res)
-}
-
-/// `GET /metrics` in the Prometheus text format.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
 }

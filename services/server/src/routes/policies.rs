@@ -1,59 +1,18 @@
-//! Governance admin endpoints: versioned team policies and freeze windows.
+//! Governance admin endpoints: versioned team policies and freeze windows. The team is
+//! checked by [`PolicyWrite`] before anything else (R11).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
-use rollgate_domain::{FreezeId, PolicyCommand, Role, Team};
+use rollgate_domain::{FreezeId, PolicyCommand, Role};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::body::{Json, OptionalJson};
-use crate::execute::{policy_command, Call, RequestMeta};
-use crate::idempotency::Reply;
-use crate::problem::Problem;
-use crate::rollouts::NoInput;
-use crate::AppState;
+use crate::http::extract::PolicyWrite;
+use crate::http::problem::Problem;
 
-fn parse_team(raw: &str) -> Result<Team, Problem> {
-    Team::parse(raw).map_err(|e| Problem::invalid_field("team", e.to_string()))
-}
-
-/// R11 for policies: another team's policy is answered as not found.
-fn check_team(caller: &Caller, team: &Team) -> Result<(), Problem> {
-    if caller.may_see(team) {
-        Ok(())
-    } else {
-        Err(Problem::not_found("team not found").with_rule("R11"))
-    }
-}
-
-/// Runs a policy command (once per Idempotency-Key) and answers with the new version.
-async fn run(
-    call: Call<'_>,
-    team: Team,
-    status: StatusCode,
-    command: PolicyCommand,
-    extra: Value,
-) -> Result<HttpResponse, Problem> {
-    check_team(call.caller, &team)?;
-    let meta = RequestMeta::of(call.req);
-    call.once(|| async {
-        let w = policy_command(call.state, call.caller, &meta, &team, command).await?;
-        let mut body = w.body(extra);
-        body["team"] = json!(team.as_str());
-        Ok(Reply {
-            status,
-            etag: Some(w.etag()),
-            location: None,
-            body,
-        })
-    })
-    .await
-}
+type Answer = Result<HttpResponse, Problem>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,32 +26,19 @@ fn default_granters() -> Vec<String> {
     vec!["governance_admin".to_owned()]
 }
 
-pub async fn publish(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: Json<PolicyBody>,
-) -> Result<HttpResponse, Problem> {
-    let team = parse_team(&path)?;
+pub async fn publish(w: PolicyWrite) -> Answer {
+    let b: PolicyBody = w.body()?;
     let mut roles = BTreeSet::new();
-    for (i, r) in body.value.deviation_granter_roles.iter().enumerate() {
+    for (i, r) in b.deviation_granter_roles.iter().enumerate() {
         roles.insert(Role::parse(r).map_err(|e| {
             Problem::invalid_field(format!("deviation_granter_roles[{i}]"), e.to_string())
         })?);
     }
     let command = PolicyCommand::Publish {
-        approval_validity_seconds: body.value.approval_validity_seconds,
+        approval_validity_seconds: b.approval_validity_seconds,
         deviation_granter_roles: roles,
     };
-    run(
-        Call::new(&state, &caller, &req, &body.raw),
-        team,
-        StatusCode::OK,
-        command,
-        json!({}),
-    )
-    .await
+    w.run(StatusCode::OK, command, BTreeMap::new()).await
 }
 
 #[derive(Deserialize)]
@@ -103,49 +49,31 @@ pub struct FreezeBody {
     reason: String,
 }
 
-pub async fn declare_freeze(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: Json<FreezeBody>,
-) -> Result<HttpResponse, Problem> {
-    let team = parse_team(&path)?;
-    let freeze_id = FreezeId::new(Uuid::new_v4());
+pub async fn declare_freeze(w: PolicyWrite) -> Answer {
+    let FreezeBody {
+        starts_at,
+        ends_at,
+        reason,
+    } = w.body()?;
+    let freeze_id = FreezeId::new(w.new_id("freeze"));
     let command = PolicyCommand::DeclareFreeze {
         freeze_id,
-        starts_at: body.value.starts_at,
-        ends_at: body.value.ends_at,
-        reason: body.value.reason,
+        starts_at,
+        ends_at,
+        reason,
     };
-    let extra = json!({ "freeze_id": freeze_id.to_string() });
-    run(
-        Call::new(&state, &caller, &req, &body.raw),
-        team,
-        StatusCode::CREATED,
-        command,
-        extra,
-    )
-    .await
+    let created = BTreeMap::from([("freeze_id", freeze_id.to_string())]);
+    w.run(StatusCode::CREATED, command, created).await
 }
 
-pub async fn lift_freeze(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    body: OptionalJson<NoInput>,
-) -> Result<HttpResponse, Problem> {
-    let (team, fid) = path.into_inner();
-    let team = parse_team(&team)?;
-    let freeze_id = FreezeId::parse(&fid).map_err(|_| Problem::not_found("freeze not found"))?;
-    let command = PolicyCommand::LiftFreeze { freeze_id };
-    run(
-        Call::new(&state, &caller, &req, &body.raw),
-        team,
+pub async fn lift_freeze(w: PolicyWrite) -> Answer {
+    let freeze_id =
+        FreezeId::parse(w.path("fid")).map_err(|_| Problem::not_found("freeze not found"))?;
+    w.no_input()?;
+    w.run(
         StatusCode::OK,
-        command,
-        json!({}),
+        PolicyCommand::LiftFreeze { freeze_id },
+        BTreeMap::new(),
     )
     .await
 }

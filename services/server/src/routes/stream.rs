@@ -25,16 +25,17 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use rollgate_domain::{PolicyEvent, RolloutEvent, Team, TeamScope};
-use rollgate_store::chain::format_time;
+use rollgate_domain::{Team, TeamScope};
 use rollgate_store::{EventStore, RecordedEvent};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::auth::Caller;
-use crate::problem::Problem;
-use crate::AppState;
+use crate::http::caller::Caller;
+use crate::http::problem::Problem;
+use crate::http::query::{Count, Query};
+use crate::state::AppState;
+use crate::views::EventView;
 
 /// How often an idle stream writes a comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -48,7 +49,7 @@ const RETRY_MS: u64 = 2000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
-    pub from: Option<u64>,
+    pub from: Option<Count>,
 }
 
 /// `GET /v1/events/stream`.
@@ -56,7 +57,7 @@ pub async fn events(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<StreamQuery>,
+    query: Query<StreamQuery>,
 ) -> Result<HttpResponse, Problem> {
     let resume = match req.headers().get("last-event-id") {
         None => None,
@@ -74,7 +75,7 @@ pub async fn events(
     };
     // Subscribe before reading the head: a commit in between still wakes the stream.
     let signal = state.store.subscribe();
-    let after = match resume.or(query.from) {
+    let after = match resume.or(query.from.as_ref().map(|c| c.0)) {
         Some(p) => p,
         None => state.store.head().await?.position,
     };
@@ -172,35 +173,8 @@ fn visible(teams: &TeamScope, e: &RecordedEvent) -> bool {
     }
 }
 
-/// The payload at its current schema version (the stored one when the type is unknown).
-fn upcast(e: &RecordedEvent) -> (u32, Value) {
-    if e.stream.starts_with("rollout-") {
-        if let Ok(d) = RolloutEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone())
-        {
-            return (d.schema_version(), d.payload());
-        }
-    } else if e.stream.starts_with("policy-") {
-        if let Ok(d) = PolicyEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone())
-        {
-            return (d.schema_version(), d.payload());
-        }
-    }
-    (e.schema_version, e.payload.clone())
-}
-
 fn frame(e: &RecordedEvent) -> Bytes {
-    let (schema_version, payload) = upcast(e);
-    let data = json!({
-        "position": e.position,
-        "stream": e.stream,
-        "version": e.version,
-        "id": e.id,
-        "type": e.event_type,
-        "schema_version": schema_version,
-        "payload": payload,
-        "metadata": e.metadata,
-        "recorded_at": format_time(&e.recorded_at),
-    });
+    let data = serde_json::to_string(&EventView::global(e)).unwrap_or_default();
     // Compact JSON has no raw newlines, so one `data:` line carries it; the event type is an
     // identifier, but any line break in it is dropped all the same.
     let event_type: String = e

@@ -1,0 +1,11 @@
+//! The handlers, by resource. Each is short: the extractors of [`crate::http`] do the
+//! rest. The route table is in [`crate::app`].
+
+pub mod audit;
+pub mod deviations;
+pub mod health;
+pub mod lists;
+pub mod policies;
+pub mod rollout_commands;
+pub mod rollout_reads;
+pub mod stream;

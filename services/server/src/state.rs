@@ -1,0 +1,24 @@
+//! What every handler can reach. A new shared component is one more field here, set in
+//! [`crate::app::Application::build`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollgate_auth::Verifier;
+use rollgate_store::{Clock, EventStore};
+
+use crate::command::cache::StateCache;
+use crate::http::metrics::Metrics;
+
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    pub verifier: Verifier,
+    pub clock: Arc<dyn Clock>,
+    pub max_body_bytes: usize,
+    pub read_wait: Duration,
+    pub metrics: Arc<Metrics>,
+    /// The projector keeping the read models current; reads wait on it (`min_position`).
+    pub projector: rollgate_projections::ProjectorHandle,
+    /// Folded stream states, so commands read only new events.
+    pub cache: StateCache,
+}
