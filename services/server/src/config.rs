@@ -122,4 +122,7 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub prometheus: rollgate_prometheus::PrometheusArgs,
 }

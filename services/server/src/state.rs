@@ -21,4 +21,6 @@ pub struct AppState {
     pub projector: rollgate_projections::ProjectorHandle,
     /// Folded stream states, so commands read only new events.
     pub cache: StateCache,
+    /// The Prometheus that query criteria are validated and evaluated against, if configured.
+    pub prometheus: Option<rollgate_prometheus::Prometheus>,
 }
