@@ -84,12 +84,6 @@ impl Application {
             .context("cannot set up token verification")?;
         // The read models follow the log in the background from their checkpoints.
         let projector = rollgate_projections::Projector::new(store.clone()).spawn();
-        let prometheus = match args.prometheus.config().context("Prometheus connection")? {
-            Some(config) => Some(
-                rollgate_prometheus::Prometheus::new(config).context("Prometheus connection")?,
-            ),
-            None => None,
-        };
         let state = web::Data::new(AppState {
             store,
             verifier,
@@ -99,7 +93,6 @@ impl Application {
             metrics,
             projector,
             cache: StateCache::new(10_000),
-            prometheus,
         });
         idempotency::spawn_purge(state.clone());
         let listener = TcpListener::bind(&args.listen)
@@ -158,6 +151,7 @@ fn serve(
                     .error_handler(|e, _| Problem::not_found(e.to_string()).into()),
             )
             .configure(|cfg| routes(cfg, metrics_on_main))
+            .configure(rollgate_console::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("no such resource"))
             }))
