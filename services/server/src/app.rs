@@ -84,6 +84,12 @@ impl Application {
             .context("cannot set up token verification")?;
         // The read models follow the log in the background from their checkpoints.
         let projector = rollgate_projections::Projector::new(store.clone()).spawn();
+        let prometheus = match args.prometheus.config().context("Prometheus connection")? {
+            Some(config) => Some(
+                rollgate_prometheus::Prometheus::new(config).context("Prometheus connection")?,
+            ),
+            None => None,
+        };
         let state = web::Data::new(AppState {
             store,
             verifier,
@@ -93,6 +99,7 @@ impl Application {
             metrics,
             projector,
             cache: StateCache::new(10_000),
+            prometheus,
         });
         idempotency::spawn_purge(state.clone());
         let listener = TcpListener::bind(&args.listen)
