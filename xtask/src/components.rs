@@ -117,7 +117,8 @@ fn debian_tools(paths: &Paths) -> Result<Vec<Export>> {
         if is_root() { "" } else { "sudo " }
     );
     if !is_root() || which("apt-get").is_none() {
-        bail!("{} not found: {how}", missing[0].path);
+        let paths: Vec<&str> = missing.iter().map(|t| t.path).collect();
+        bail!("{} not found: {how}", paths.join(", "));
     }
     say(format_args!(
         "installing Debian package(s) {list} (apt-get; a few minutes the first time)"

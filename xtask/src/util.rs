@@ -38,6 +38,11 @@ impl Paths {
         let work = target.join("xtask");
         let logs = work.join("logs");
         fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+        // Now that it exists: without `..` in the paths xtask prints and exports.
+        let target = fs::canonicalize(&target)
+            .with_context(|| format!("cannot resolve {}", target.display()))?;
+        let work = target.join("xtask");
+        let logs = work.join("logs");
         Ok(Paths {
             root,
             target,
