@@ -117,8 +117,8 @@ fn debian_tools(paths: &Paths) -> Result<Vec<Export>> {
         if is_root() { "" } else { "sudo " }
     );
     if !is_root() || which("apt-get").is_none() {
-        let paths: Vec<&str> = missing.iter().map(|t| t.path).collect();
-        bail!("{} not found: {how}", paths.join(", "));
+        let programs: Vec<&str> = missing.iter().map(|t| t.path).collect();
+        bail!("{} not found: {how}", programs.join(", "));
     }
     say(format_args!(
         "installing Debian package(s) {list} (apt-get; a few minutes the first time)"
