@@ -133,6 +133,9 @@ struct Inner {
     cache: RolloutCache,
     /// Bumped on every registry change (pause, resume, rotation, redelivery…).
     changed: watch::Sender<u64>,
+    /// How far the registry has read the log: workers deliver only events up to here, so a
+    /// pause, rotation or removal takes effect exactly at its place in the log.
+    registry_at: watch::Sender<u64>,
     stop: watch::Sender<bool>,
 }
 
@@ -175,6 +178,7 @@ impl DeliveryEngine {
             .map_err(|e| EngineError::Client(e.to_string()))?;
         let (changed, _) = watch::channel(0);
         let (stop, _) = watch::channel(false);
+        let (registry_at, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -186,6 +190,7 @@ impl DeliveryEngine {
                 workers: std::sync::Mutex::default(),
                 cache: RolloutCache::default(),
                 changed,
+                registry_at,
                 stop,
             }),
         })
@@ -364,6 +369,11 @@ async fn registry_loop(inner: Arc<Inner>) {
         match follow_registry(&inner, position).await {
             Ok((p, more)) => {
                 position = p;
+                inner.registry_at.send_if_modified(|at| {
+                    let moved = *at != p;
+                    *at = p;
+                    moved
+                });
                 if more {
                     continue;
                 }
@@ -530,6 +540,7 @@ async fn worker(inner: Arc<Inner>, id: WebhookId) {
     let mut changed = inner.changed.subscribe();
     let mut wake = inner.store.subscribe();
     let mut stop = inner.stop.subscribe();
+    let mut registry = inner.registry_at.subscribe();
     loop {
         if inner.stopping() {
             lease.release(&inner).await;
@@ -552,6 +563,7 @@ async fn worker(inner: Arc<Inner>, id: WebhookId) {
         if idle {
             tokio::select! {
                 _ = changed.changed() => {}
+                _ = registry.changed() => {}
                 r = wake.changed() => { if r.is_err() { tokio::time::sleep(inner.options.poll_interval).await; } }
                 _ = tokio::time::sleep(inner.options.poll_interval) => {}
                 _ = stop.changed() => {}
@@ -567,6 +579,13 @@ async fn run_once(
     webhook: &Webhook,
     lease: &mut Lease,
 ) -> Result<bool, EngineError> {
+    // The registry position first, then the state: the state then reflects at least every
+    // registry event up to that position.
+    let registry_at = *inner.registry_at.borrow();
+    let Some(webhook) = inner.webhook(webhook.id) else {
+        return Ok(true);
+    };
+    let webhook = &webhook;
     if webhook.status != WebhookStatus::Active {
         lease.release(inner).await;
         return Ok(true);
@@ -579,10 +598,15 @@ async fn run_once(
     let Some(start) = db::checkpoint(&pool, &target).await? else {
         return Ok(true);
     };
-    let events = inner
-        .store
-        .read_all(start, inner.options.batch_size.max(1))
-        .await?;
+    if registry_at <= start {
+        return Ok(true);
+    }
+    let limit = (registry_at - start).min(inner.options.batch_size.max(1) as u64) as usize;
+    let events = inner.store.read_all(start, limit).await?;
+    let events: Vec<RecordedEvent> = events
+        .into_iter()
+        .filter(|e| e.position <= registry_at)
+        .collect();
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(true);
     };

@@ -13,6 +13,7 @@
 //!   private ranges and loopback), also enforced when names resolve.
 //! - [`github`]: GitHub deployment protection rules (verification, App auth, callbacks).
 //! - [`slack`]: Slack approvals (identity links, signed interactions, Block Kit messages).
+//! - [`slack_notifier`]: Slack notifications and in-place message updates, through the outbox.
 //! - [`service`]: managing webhooks (`/v1/webhooks`) for the HTTP handlers.
 //! - [`db`]: the delivery tables of migration 0007.
 
@@ -25,6 +26,7 @@ pub mod secrets;
 pub mod service;
 pub mod signature;
 pub mod slack;
+pub mod slack_notifier;
 pub mod url_policy;
 
 pub use engine::{DeliveryEngine, EngineError, EngineHandle, EngineOptions};

@@ -282,7 +282,12 @@ pub async fn handle_click(
             &actor,
             RolloutId::new(click.value.rollout_id),
             command,
-            json!({ "via": "slack", "slack_user_id": click.slack_user_id }),
+            json!({
+                "via": "slack",
+                "slack_user_id": click.slack_user_id,
+                // The clicked message is replaced through the outbox (`slack_notifier`).
+                "slack_response_url": click.response_url,
+            }),
         )
         .await
     {

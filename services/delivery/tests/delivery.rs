@@ -234,9 +234,9 @@ async fn a_failing_receiver_gets_every_event_in_order_once_it_recovers(kind: Bac
     .await;
     assert!(view.last_error.unwrap().contains("connection"));
 
-    let receiver = Receiver::start(port);
-    receiver
-        .control(json!({
+    let receiver = Receiver::start_with(
+        port,
+        json!({
             "secrets": [hook.secret],
             "script": [
                 { "status": 500 },
@@ -244,8 +244,8 @@ async fn a_failing_receiver_gets_every_event_in_order_once_it_recovers(kind: Bac
                 { "status": 503, "retry_after": 0 },
                 { "status": 500 }
             ]
-        }))
-        .await;
+        }),
+    );
     w.story("web").await; // more events while it recovers
     s.caught_up(id).await;
 

@@ -227,3 +227,160 @@ async fn slack_clicks_sqlite() {
 async fn slack_clicks_postgres() {
     slack_clicks_apply_every_rule(BackendKind::Postgres).await;
 }
+
+/// A fake Slack on 127.0.0.1: records every JSON body POSTed, by path.
+async fn fake_slack() -> (String, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).await.unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).await.unwrap();
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                seen.lock().unwrap().push((path, v));
+                let mut stream = reader.into_inner();
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn notifications_and_in_place_updates_go_through_the_outbox() {
+    use rollgate_delivery::slack_notifier::{NotifierOptions, SlackNotifier};
+    let db = TestDb::new(BackendKind::Sqlite).await;
+    let store = db.store(StoreOptions::default()).await;
+    let (base, seen) = fake_slack().await;
+    let notifier = SlackNotifier::new(
+        store.clone(),
+        NotifierOptions {
+            allowed_origin: Some(base.clone()),
+            poll_interval: std::time::Duration::from_millis(100),
+            retry_delay: std::time::Duration::from_millis(100),
+            lease_ttl: std::time::Duration::from_millis(1500),
+            ..NotifierOptions::new(&format!("{base}/services/T1/B1/x"))
+        },
+    )
+    .unwrap()
+    .spawn();
+    // The notifier starts from the head: wait for its checkpoint before writing.
+    eventually("the notifier checkpoint", || async {
+        rollgate_delivery::db::checkpoint(&store.pool(), "slack-notifications")
+            .await
+            .unwrap()
+            .map(|_| ())
+    })
+    .await;
+    let mut w = Writer::new(store.clone());
+    let rollout = w.create("web").await;
+    w.run(rollout, &rita(), RolloutCommand::Start).await;
+    let request = Uuid::new_v4();
+    w.run(
+        rollout,
+        &rita(),
+        RolloutCommand::RequestAdvance {
+            request_id: rollgate_domain::RequestId::new(request),
+        },
+    )
+    .await;
+    link_user(
+        store.as_ref(),
+        &gus(),
+        link("UANN", "ann", &[Role::Approver]),
+        metadata(&gus(), "web"),
+    )
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": "UANN" },
+        "response_url": format!("{base}/actions/T1/1/respond"),
+        "actions": [ { "action_id": APPROVE_ACTION, "value":
+            json!({ "rollout_id": rollout.to_string(), "request_id": request }).to_string() } ]
+    })
+    .to_string();
+    let body = format!(
+        "payload={}",
+        url::form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>()
+    );
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+    m.update(format!("v0:{}:{body}", now.timestamp()).as_bytes());
+    let sig = format!("v0={}", hex::encode(m.finalize().into_bytes()));
+    let click = parse_interaction(
+        SECRET,
+        Some(&now.timestamp().to_string()),
+        Some(&sig),
+        body.as_bytes(),
+        now,
+    )
+    .unwrap();
+    let direct = Direct {
+        store: store.clone(),
+    };
+    handle_click(store.as_ref(), &direct, &click).await.unwrap();
+    eventually("the in-place update", || async {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| p.starts_with("/actions/"))
+            .then_some(())
+    })
+    .await;
+    notifier.shutdown().await;
+    let seen = seen.lock().unwrap().clone();
+    let hook: Vec<&Value> = seen
+        .iter()
+        .filter(|(p, _)| p.starts_with("/services/"))
+        .map(|(_, v)| v)
+        .collect();
+    // Started (no message), the request with buttons, the approval.
+    assert_eq!(hook.len(), 2, "{hook:#?}");
+    let buttons = hook[0]["blocks"][1]["elements"].as_array().unwrap();
+    assert_eq!(buttons[0]["action_id"], APPROVE_ACTION);
+    assert!(hook[0]["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("0 of 1 approvals"));
+    assert!(hook[1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("ann approved; 1 of 1 approvals"));
+    let update = seen
+        .iter()
+        .find(|(p, _)| p.starts_with("/actions/"))
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(
+        update,
+        &json!({ "replace_original": true, "text": "approved by ann; 1 of 1 approvals" })
+    );
+}

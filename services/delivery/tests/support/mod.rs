@@ -46,9 +46,14 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver on `port` (0 = any free port).
     pub fn start(port: u16) -> Receiver {
+        Self::start_with(port, json!({}))
+    }
+
+    /// Starts a receiver already configured (secrets, script) before it accepts a request.
+    pub fn start_with(port: u16, control: Value) -> Receiver {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/receiver.py");
         let mut child = Command::new(python())
-            .args([script, &port.to_string()])
+            .args([script, &port.to_string(), &control.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,7 +1,8 @@
 """A webhook receiver for the delivery tests.
 
 Verifies every request with the independent `standardwebhooks` package (PyPI), records what
-arrived, and answers as scripted. Usage: receiver.py PORT (0 = any); prints "listening PORT".
+arrived, and answers as scripted. Usage: receiver.py PORT [CONTROL-JSON] (PORT 0 = any);
+prints "listening PORT".
 Control: POST /_control {"secrets": [...], "script": [{"status": 500, "sleep": 1.5,
 "retry_after": 0}, ...], "default": {...}}; GET /_log answers the recorded deliveries.
 """
@@ -92,6 +93,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2:
+        STATE.update(json.loads(sys.argv[2]))
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     print(f"listening {server.server_address[1]}", flush=True)
