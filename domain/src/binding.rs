@@ -841,9 +841,11 @@ impl FlaggerHook {
 }
 
 /// The body Flagger POSTs to a webhook (`flaggerv1.CanaryWebhookPayload`,
-/// fluxcd/flagger `pkg/controller/webhook.go`). Unknown fields are ignored:
-/// Flagger may add some.
+/// fluxcd/flagger `pkg/controller/webhook.go`: exactly these five members).
+/// Unknown members are refused like in every rollgate request body, so a
+/// change of Flagger's payload fails closed and visibly (422 naming it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FlaggerCall {
     pub name: String,
     pub namespace: String,
