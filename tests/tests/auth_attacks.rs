@@ -54,7 +54,7 @@ impl Target {
             "--dev-key-dir",
             key_dir.path().to_str().unwrap(),
         ];
-        argv.extend(DEV_KEYS_FLAG);
+        argv.extend(EXTRA_FLAGS);
         let args = Args::parse_from(argv);
         let clock = Arc::new(ManualClock::new(start_time()));
         let app = Application::build(&args.serve, clock.clone() as Arc<dyn Clock>)
@@ -135,8 +135,9 @@ impl Target {
     }
 }
 
-/// `--dev-keys`: development keys outside the zero-configuration case (PostgreSQL).
-const DEV_KEYS_FLAG: [&str; 0] = [];
+/// Development keys outside the zero-configuration case (PostgreSQL), and a maximum token
+/// lifetime of two hours instead of the default 24.
+const EXTRA_FLAGS: [&str; 3] = ["--dev-keys", "--jwt-max-lifetime-seconds", "7200"];
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -249,7 +250,12 @@ async fn attacks(target: &Target) -> Vec<(&'static str, String, &'static str)> {
             "issued in the future",
         ),
         (
-            "lifetime over the maximum",
+            "lifetime over the configured maximum",
+            target.sign(&target.claims_with(json!({"exp": now + 3 * 3600}))),
+            "lifetime",
+        ),
+        (
+            "lifetime of a week",
             target.sign(&target.claims_with(json!({"exp": now + 7 * 86_400}))),
             "lifetime",
         ),
@@ -417,6 +423,57 @@ async fn privilege_attacks_answer_403_or_404(backend: Backend) {
         None,
     )
     .await;
+}
+
+/// `rollgate serve` uses development keys without being asked only on a loopback address
+/// with embedded SQLite; anywhere else it needs `--dev-keys`, or stops with one line naming
+/// the key options.
+#[test]
+fn development_keys_only_in_the_zero_configuration_case() {
+    let check = |extra: &[&str]| {
+        let argv = std::iter::once("rollgate").chain(extra.iter().copied());
+        Args::parse_from(argv).serve.check_dev_keys()
+    };
+    let postgres = "postgres://postgres@127.0.0.1:5432/test";
+    // The quick start: nothing configured.
+    assert!(check(&[]).is_ok());
+    assert!(check(&["--listen", "[::1]:9000", "--database-url", "sqlite://x.db"]).is_ok());
+
+    for refused in [
+        vec!["--database-url", postgres],
+        vec!["--listen", "0.0.0.0:8080"],
+        vec!["--listen", "0.0.0.0:8080", "--database-url", postgres],
+    ] {
+        let line = check(&refused).unwrap_err().to_string();
+        assert!(!line.contains('\n'), "{line}");
+        for option in [
+            "--jwt-public-key",
+            "--jwt-jwks",
+            "--oidc-issuer",
+            "--dev-keys",
+        ] {
+            assert!(line.contains(option), "{refused:?}: {line}");
+        }
+    }
+    // Asked for, or not needed because a key source is configured.
+    assert!(check(&[
+        "--listen",
+        "0.0.0.0:8080",
+        "--database-url",
+        postgres,
+        "--dev-keys"
+    ])
+    .is_ok());
+    assert!(check(&["--database-url", postgres, "--jwt-jwks", "keys.json"]).is_ok());
+    assert!(check(&[
+        "--database-url",
+        postgres,
+        "--oidc-issuer",
+        "https://id.example.com",
+        "--oidc-client-id",
+        "rollgate-console"
+    ])
+    .is_ok());
 }
 
 both_backends!(

@@ -73,6 +73,13 @@ pub struct Application {
 impl Application {
     /// Opens the store, loads the keys, binds the listener.
     pub async fn build(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let verifier = Verifier::connect(
+            args.auth.auth_config(),
+            args.auth.key_source(),
+            args.auth.verify_options(),
+        )
+        .await
+        .context("cannot set up token verification")?;
         let metrics = Arc::new(Metrics::new());
         let store = open_store(
             &args.database,
@@ -80,8 +87,6 @@ impl Application {
             Some(metrics.clone() as Arc<dyn AppendObserver>),
         )
         .await?;
-        let verifier = Verifier::new(args.auth.auth_config(), args.auth.key_source())
-            .context("cannot set up token verification")?;
         // The read models follow the log in the background from their checkpoints.
         let projector = rollgate_projections::Projector::new(store.clone()).spawn();
         let prometheus = match args.prometheus.config().context("Prometheus connection")? {

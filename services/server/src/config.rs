@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use rollgate_auth::{AuthConfig, KeySource};
+use rollgate_auth::{AuthConfig, KeySource, VerifyOptions};
 
 /// Where the event log lives.
 #[derive(Args, Clone, Debug)]
@@ -59,13 +59,37 @@ pub struct AuthArgs {
     #[arg(long, env = "ROLLGATE_TEAMS_CLAIM", default_value = "teams")]
     pub teams_claim: String,
 
-    /// Clock leeway for `exp` and `nbf`, in seconds.
+    /// Clock leeway for `exp`, `nbf` and `iat`, in seconds.
     #[arg(long, env = "ROLLGATE_JWT_LEEWAY_SECONDS", default_value_t = 30)]
     pub jwt_leeway_seconds: u64,
 
     /// Directory of the development key pair, used when no key is configured.
     #[arg(long, env = "ROLLGATE_DEV_KEY_DIR", default_value = ".rollgate")]
     pub dev_key_dir: PathBuf,
+
+    /// Use the development key pair although the server is not in the zero-configuration
+    /// case (loopback listen address and embedded SQLite); development only.
+    #[arg(long, env = "ROLLGATE_DEV_KEYS")]
+    pub dev_keys: bool,
+
+    /// Longest accepted token lifetime (`exp - iat`) in seconds; tokens without `iat` are
+    /// refused. 0 accepts any lifetime.
+    #[arg(long, env = "ROLLGATE_JWT_MAX_LIFETIME_SECONDS", default_value_t = rollgate_auth::DEFAULT_MAX_LIFETIME_SECONDS)]
+    pub jwt_max_lifetime_seconds: u64,
+
+    /// OpenID Connect issuer whose tokens are accepted; its keys are discovered from
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[arg(long, env = "ROLLGATE_OIDC_ISSUER", requires = "oidc_client_id", conflicts_with_all = ["jwt_public_key", "jwt_jwks", "jwt_hs256_secret"])]
+    pub oidc_issuer: Option<String>,
+
+    /// The console's client id at the OpenID Connect issuer (also the required `aud`
+    /// unless --oidc-audience is given).
+    #[arg(long, env = "ROLLGATE_OIDC_CLIENT_ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+
+    /// The `aud` required of the OpenID Connect issuer's tokens (default: the client id).
+    #[arg(long, env = "ROLLGATE_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
 }
 
 impl AuthArgs {
@@ -80,9 +104,24 @@ impl AuthArgs {
         }
     }
 
+    pub fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            max_lifetime_seconds: Some(self.jwt_max_lifetime_seconds).filter(|&s| s > 0),
+            ..VerifyOptions::default()
+        }
+    }
+
     /// The configured key source; the development key directory when none is given.
     pub fn key_source(&self) -> KeySource {
-        if let Some(p) = &self.jwt_public_key {
+        if let (Some(issuer), Some(client_id)) = (&self.oidc_issuer, &self.oidc_client_id) {
+            KeySource::Oidc {
+                issuer: issuer.clone(),
+                audience: self
+                    .oidc_audience
+                    .clone()
+                    .unwrap_or_else(|| client_id.clone()),
+            }
+        } else if let Some(p) = &self.jwt_public_key {
             KeySource::PemFile(p.clone())
         } else if let Some(p) = &self.jwt_jwks {
             KeySource::JwksFile(p.clone())
@@ -125,4 +164,21 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub prometheus: rollgate_prometheus::PrometheusArgs,
+}
+
+impl ServeArgs {
+    /// Development keys are used without being asked only in the zero-configuration case
+    /// (a loopback listen address and embedded SQLite); anywhere else only with
+    /// `--dev-keys`. The refusal is one line naming the key options.
+    pub fn check_dev_keys(&self) -> Result<(), rollgate_auth::DevKeysRefused> {
+        if !matches!(self.auth.key_source(), KeySource::DevKeyDir(_)) {
+            return Ok(());
+        }
+        rollgate_auth::dev_keys_permitted(
+            &self.listen,
+            rollgate_auth::is_embedded_sqlite_url(&self.database.database_url),
+            self.auth.dev_keys,
+        )
+        .map(|_| ())
+    }
 }

@@ -4,6 +4,7 @@
 use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use futures::future::{Either, LocalBoxFuture};
 use rollgate_auth::Principal;
 use rollgate_domain::{Actor, ActorId, Role, Team, TeamScope};
 
@@ -70,14 +71,44 @@ impl Caller {
 
 impl FromRequest for Caller {
     type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Future =
+        Either<Ready<Result<Self, Problem>>, LocalBoxFuture<'static, Result<Self, Problem>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        match authenticate(req) {
+            Err(Unverified::UnknownKid) => {
+                let req = req.clone();
+                Either::Right(Box::pin(async move { authenticate_refreshing(&req).await }))
+            }
+            other => Either::Left(ready(other.map_err(Problem::from))),
+        }
     }
 }
 
-pub fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
+/// Why [`authenticate`] did not produce a caller.
+pub enum Unverified {
+    /// The token names a key id the OpenID Connect provider may have just published:
+    /// worth [`authenticate_refreshing`].
+    UnknownKid,
+    Refused(Problem),
+}
+
+impl From<Unverified> for Problem {
+    fn from(u: Unverified) -> Self {
+        match u {
+            Unverified::UnknownKid => rollgate_auth::AuthError::UnknownKid.into(),
+            Unverified::Refused(p) => p,
+        }
+    }
+}
+
+impl From<Problem> for Unverified {
+    fn from(p: Problem) -> Self {
+        Unverified::Refused(p)
+    }
+}
+
+fn state_and_header(req: &HttpRequest) -> Result<(&web::Data<AppState>, Option<&str>), Problem> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(Problem::internal)?;
@@ -85,7 +116,35 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
+    Ok((state, header))
+}
+
+/// The caller, without waiting: a token whose key is known (or cached) never waits.
+pub fn authenticate(req: &HttpRequest) -> Result<Caller, Unverified> {
+    let (state, header) = state_and_header(req)?;
     let now = state.clock.now().timestamp();
-    let principal = state.verifier.verify_authorization(header, now)?;
-    Caller::from_principal(principal)
+    match state.verifier.verify_authorization(header, now) {
+        Err(rollgate_auth::AuthError::UnknownKid) if state.verifier.oidc_issuer().is_some() => {
+            Err(Unverified::UnknownKid)
+        }
+        Err(e) => Err(Unverified::Refused(e.into())),
+        Ok(principal) => Ok(Caller::from_principal(principal)?),
+    }
+}
+
+/// The caller; with an OpenID Connect issuer, a token naming an unknown key id makes the
+/// verifier fetch the provider's keys again (rate limited) before refusing it.
+pub async fn authenticate_refreshing(req: &HttpRequest) -> Result<Caller, Problem> {
+    match authenticate(req) {
+        Err(Unverified::UnknownKid) => {
+            let (state, header) = state_and_header(req)?;
+            let now = state.clock.now().timestamp();
+            let principal = state
+                .verifier
+                .verify_authorization_refreshing(header, now)
+                .await?;
+            Caller::from_principal(principal)
+        }
+        other => Ok(other?),
+    }
 }

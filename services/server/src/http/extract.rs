@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::command::{Ids, Issuer, RequestMeta, Written};
 use crate::events::rollout_of_stream;
 use crate::http::body;
-use crate::http::caller::{authenticate, Caller};
+use crate::http::caller::{authenticate_refreshing, Caller};
 use crate::http::idempotency::{self, Reply};
 use crate::http::observe::{ClientRequestId, RequestId};
 use crate::http::problem::{Problem, ProblemType};
@@ -66,12 +66,12 @@ pub struct Write {
     ids: Ids,
 }
 
-fn state_and_caller(req: &HttpRequest) -> Result<(web::Data<AppState>, Caller), Problem> {
+async fn state_and_caller(req: &HttpRequest) -> Result<(web::Data<AppState>, Caller), Problem> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(Problem::internal)?;
-    Ok((state, authenticate(req)?))
+    Ok((state, authenticate_refreshing(req).await?))
 }
 
 fn meta_of(req: &HttpRequest) -> RequestMeta {
@@ -178,7 +178,7 @@ impl Write {
 }
 
 async fn write_of(req: HttpRequest, payload: Payload) -> Result<Write, Problem> {
-    let (state, caller) = state_and_caller(&req)?;
+    let (state, caller) = state_and_caller(&req).await?;
     Write::read(state, caller, req, payload).await
 }
 
@@ -217,7 +217,7 @@ impl Deref for RolloutWrite {
 }
 
 async fn rollout_write_of(req: HttpRequest, payload: Payload) -> Result<RolloutWrite, Problem> {
-    let (state, caller) = state_and_caller(&req)?;
+    let (state, caller) = state_and_caller(&req).await?;
     let id = parse_rollout_id(req.match_info().get("id").unwrap_or_default())?;
     visible_rollout(&state, &caller, &id).await?;
     let write = Write::read(state, caller, req, payload).await?;
@@ -313,7 +313,7 @@ pub struct DeviationWrite {
 }
 
 async fn deviation_write_of(req: HttpRequest, payload: Payload) -> Result<DeviationWrite, Problem> {
-    let (state, caller) = state_and_caller(&req)?;
+    let (state, caller) = state_and_caller(&req).await?;
     // Roles first: a read-only caller learns nothing and costs no look-up (R10).
     if caller.actor.is_read_only() {
         return Err(DomainError::ReadOnly {
@@ -363,7 +363,7 @@ impl Deref for PolicyWrite {
 }
 
 async fn policy_write_of(req: HttpRequest, payload: Payload) -> Result<PolicyWrite, Problem> {
-    let (state, caller) = state_and_caller(&req)?;
+    let (state, caller) = state_and_caller(&req).await?;
     let raw = req.match_info().get("team").unwrap_or_default();
     let team = Team::parse(raw).map_err(|e| Problem::invalid_field("team", e.to_string()))?;
     caller.require_team(&team)?;
