@@ -267,31 +267,10 @@ impl TestApp {
     }
 }
 
-/// Runs a test body against both backends.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(rollgate_store::BackendKind::Postgres).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(rollgate_store::BackendKind::Sqlite).await;
-                }
-            )*
-        }
-    };
-}
-
 pub use rollgate_auth::MintRequest;
 pub use rollgate_store::BackendKind as Backend;
+/// Runs a test body against both backends (one macro, in the testkit).
+pub use rollgate_testkit::both_backends;
 pub use serde_json::json;
 
 /// The example plan of the product brief, as a create body.

@@ -1,6 +1,7 @@
 //! Bad requests of every kind answered as `application/problem+json` with the right status
 //! (400, 401, 403, 404, 405, 409, 412, 413, 415, 422, 428), none of them writing an event;
-//! and `Idempotency-Key` replays.
+//! and `Idempotency-Key` replays. Refusals are table rows ([`Case`], checked by [`check`]):
+//! every row is sent and checked, and the failures are reported together.
 
 use chrono::Duration;
 use reqwest::Method;
@@ -47,6 +48,118 @@ fn fields(r: &Reply) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// One row of a table of bad requests: what is sent and the refusal expected.
+struct Case {
+    name: String,
+    method: Method,
+    path: String,
+    token: Option<String>,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    rule: Option<&'static str>,
+    problem: Option<&'static str>,
+    allow: Option<&'static str>,
+}
+
+fn case(name: impl Into<String>, method: Method, path: impl Into<String>) -> Case {
+    Case {
+        name: name.into(),
+        method,
+        path: path.into(),
+        token: None,
+        content_type: None,
+        body: Vec::new(),
+        status: 0,
+        rule: None,
+        problem: None,
+        allow: None,
+    }
+}
+
+impl Case {
+    fn token(mut self, t: &str) -> Self {
+        self.token = Some(t.to_owned());
+        self
+    }
+    fn json(self, v: Value) -> Self {
+        self.raw("application/json", serde_json::to_vec(&v).unwrap())
+    }
+    fn raw(mut self, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        self.content_type = Some(content_type);
+        self.body = body.into();
+        self
+    }
+    fn expect(mut self, status: u16, problem: &'static str) -> Self {
+        self.status = status;
+        self.problem = Some(problem);
+        self
+    }
+    fn rule(mut self, rule: &'static str) -> Self {
+        self.rule = Some(rule);
+        self
+    }
+    fn allow(mut self, allow: &'static str) -> Self {
+        self.allow = Some(allow);
+        self
+    }
+}
+
+/// Sends every row and checks each one (status, problem+json, type, rule, `Allow`, nothing
+/// written); the failures are reported together, so one does not hide the others.
+async fn check(app: &TestApp, cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    let count = cases.len();
+    for c in cases {
+        let before = app.event_count().await;
+        let r = app
+            .request_bytes(
+                c.method.clone(),
+                &c.path,
+                c.token.as_deref(),
+                c.content_type,
+                c.body,
+                &[],
+            )
+            .await;
+        let written = app.event_count().await - before;
+        let mut wrong = Vec::new();
+        if r.status.as_u16() != c.status {
+            wrong.push(format!("status {} (expected {})", r.status, c.status));
+        }
+        if r.header("content-type") != Some("application/problem+json") {
+            wrong.push(format!("content type {:?}", r.header("content-type")));
+        }
+        if let Some(p) = c.problem {
+            if problem_type(&r) != format!("urn:rollgate:problem:{p}") {
+                wrong.push(format!("type {}", problem_type(&r)));
+            }
+        }
+        if c.rule.is_some() && r.body["rule"].as_str() != c.rule {
+            wrong.push(format!("rule {} (expected {:?})", r.body["rule"], c.rule));
+        }
+        if c.allow.is_some() && r.header("allow") != c.allow {
+            wrong.push(format!(
+                "Allow {:?} (expected {:?})",
+                r.header("allow"),
+                c.allow
+            ));
+        }
+        if written != 0 {
+            wrong.push(format!("{written} events written"));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!("{}: {} — {}", c.name, wrong.join(", "), r.body));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 async fn draft(app: &TestApp) -> String {
     let r = app
         .post("/v1/rollouts", &ALICE.token(app), example_create_body())
@@ -61,55 +174,45 @@ async fn malformed_json(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let t = ALICE.token(&app);
     let id = draft(&app).await;
-    for body in [
-        &b"{\"feature_key\": \"x\","[..],
-        b"{\"feature_key\" \"x\"}",
-        b"not json at all",
-        b"{\"title\": \"trailing\"} garbage",
-    ] {
-        let r = refused_raw(
-            &app,
-            Method::POST,
-            "/v1/rollouts",
-            Some(&t),
-            Some("application/json"),
-            body.to_vec(),
-            &[],
-            400,
-        )
-        .await;
-        assert_eq!(problem_type(&r), "urn:rollgate:problem:malformed-request");
-    }
     // A complete, valid document followed by more bytes is not one JSON document.
     let mut trailing = serde_json::to_vec(&example_create_body()).unwrap();
     trailing.extend_from_slice(b" {}");
-    refused_raw(
-        &app,
-        Method::POST,
-        "/v1/rollouts",
-        Some(&t),
-        Some("application/json"),
-        trailing,
-        &[],
-        400,
-    )
-    .await;
+    let bodies: [(&str, Vec<u8>); 5] = [
+        ("truncated", b"{\"feature_key\": \"x\",".to_vec()),
+        ("missing colon", b"{\"feature_key\" \"x\"}".to_vec()),
+        ("not json", b"not json at all".to_vec()),
+        (
+            "trailing garbage",
+            b"{\"title\": \"trailing\"} garbage".to_vec(),
+        ),
+        ("trailing document", trailing),
+    ];
+    let mut cases: Vec<Case> = bodies
+        .into_iter()
+        .map(|(name, body)| {
+            case(name, Method::POST, "/v1/rollouts")
+                .token(&t)
+                .raw("application/json", body)
+                .expect(400, "malformed-request")
+        })
+        .collect();
     // Commands without input accept an empty body, not a broken one.
-    refused_raw(
-        &app,
-        Method::POST,
-        &format!("/v1/rollouts/{id}/readiness/qa-signoff/sign-off"),
-        Some(&t),
-        Some("application/json"),
-        b"{".to_vec(),
-        &[],
-        400,
-    )
-    .await;
+    let sign_off_path = format!("/v1/rollouts/{id}/readiness/qa-signoff/sign-off");
+    cases.push(
+        case(
+            "broken body on a command without input",
+            Method::POST,
+            &sign_off_path,
+        )
+        .token(&t)
+        .raw("application/json", b"{".to_vec())
+        .expect(400, "malformed-request"),
+    );
+    check(&app, cases).await;
     let r = app
         .request_bytes(
             Method::POST,
-            &format!("/v1/rollouts/{id}/readiness/qa-signoff/sign-off"),
+            &sign_off_path,
             Some(&t),
             None,
             Vec::new(),
@@ -271,135 +374,106 @@ async fn refusals(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let id = draft(&app).await;
     let alice = ALICE.token(&app);
-
-    // 403: an approver cannot create or start.
-    let r = app
-        .refused(
-            Method::POST,
-            "/v1/rollouts",
-            Some(&BOB.token(&app)),
-            Some(&example_create_body()),
-            403,
-            Some("permission"),
-        )
-        .await;
-    assert_eq!(problem_type(&r), "urn:rollgate:problem:forbidden");
-    // ...nor sign off an item owned by another role.
-    app.refused(
-        Method::POST,
-        &format!("/v1/rollouts/{id}/readiness/runbook/sign-off"),
-        Some(&alice),
-        None,
-        403,
-        Some("permission"),
-    )
-    .await;
-
-    // 404: unknown rollouts, ids that are not ids, unknown deviations, unknown routes.
+    let running = running_example(&app).await;
+    request_advance(&app, &running).await;
+    sign_off(&app, &id, "qa-signoff", ALICE).await;
     let unknown = uuid::Uuid::new_v4();
+    let r = |id: &str, rest: &str| format!("/v1/rollouts/{id}{rest}");
+
+    let mut cases = vec![
+        // 403: an approver cannot create; nobody signs off an item owned by another role.
+        case("approver creates", Method::POST, "/v1/rollouts")
+            .token(&BOB.token(&app))
+            .json(example_create_body())
+            .expect(403, "forbidden")
+            .rule("permission"),
+        case(
+            "sign-off of another role's item",
+            Method::POST,
+            r(&id, "/readiness/runbook/sign-off"),
+        )
+        .token(&alice)
+        .expect(403, "forbidden")
+        .rule("permission"),
+        // 404: unknown rollouts, ids that are not ids, unknown deviations and requests.
+        case(
+            "unknown deviation",
+            Method::POST,
+            format!("/v1/deviations/{unknown}/decision"),
+        )
+        .token(&alice)
+        .json(json!({"decision": "grant"}))
+        .expect(404, "not-found")
+        .rule("R11"),
+        case(
+            "request id that is no id",
+            Method::POST,
+            r(&id, "/advance-requests/not-a-uuid/withdraw"),
+        )
+        .token(&alice)
+        .expect(404, "not-found"),
+        // 405: a known path with a method it does not declare.
+        case("DELETE on a rollout", Method::DELETE, r(&id, ""))
+            .token(&alice)
+            .expect(405, "method-not-allowed")
+            .allow("GET"),
+        case("PATCH on the rollout list", Method::PATCH, "/v1/rollouts")
+            .token(&alice)
+            .expect(405, "method-not-allowed")
+            .allow("POST, GET"),
+        // 409: commands that do not fit the lifecycle.
+        case("start a draft", Method::POST, r(&id, "/start"))
+            .token(&alice)
+            .expect(409, "state-conflict"),
+        case(
+            "second open request",
+            Method::POST,
+            r(&running, "/advance-requests"),
+        )
+        .token(&alice)
+        .expect(409, "state-conflict"),
+        case(
+            "complete before the last stage",
+            Method::POST,
+            r(&running, "/complete"),
+        )
+        .token(&alice)
+        .expect(409, "state-conflict"),
+        case(
+            "sign off twice",
+            Method::POST,
+            r(&id, "/readiness/qa-signoff/sign-off"),
+        )
+        .token(&alice)
+        .expect(409, "state-conflict"),
+    ];
     for (method, path) in [
-        (Method::GET, format!("/v1/rollouts/{unknown}")),
-        (Method::GET, format!("/v1/rollouts/{unknown}/events")),
-        (Method::POST, format!("/v1/rollouts/{unknown}/start")),
+        (Method::GET, r(&unknown.to_string(), "")),
+        (Method::GET, r(&unknown.to_string(), "/events")),
+        (Method::POST, r(&unknown.to_string(), "/start")),
         (Method::POST, "/v1/rollouts/not-a-uuid/start".to_owned()),
         (Method::GET, "/v1/rollouts/not-a-uuid".to_owned()),
     ] {
-        let body = (method == Method::POST).then(|| json!({}));
-        let r = app
-            .refused(method, &path, Some(&alice), body.as_ref(), 404, Some("R11"))
-            .await;
-        assert_eq!(problem_type(&r), "urn:rollgate:problem:not-found");
+        let name = format!("{method} {path}");
+        let c = case(name, method.clone(), path).token(&alice);
+        let c = if method == Method::POST {
+            c.json(json!({}))
+        } else {
+            c
+        };
+        cases.push(c.expect(404, "not-found").rule("R11"));
     }
-    app.refused(
-        Method::POST,
-        &format!("/v1/deviations/{unknown}/decision"),
-        Some(&alice),
-        Some(&json!({"decision": "grant"})),
-        404,
-        Some("R11"),
-    )
-    .await;
-    app.refused(
-        Method::POST,
-        &format!("/v1/rollouts/{id}/advance-requests/not-a-uuid/withdraw"),
-        Some(&alice),
-        None,
-        404,
-        None,
-    )
-    .await;
+    // Unknown routes.
     for path in ["/v1/nothing-here", "/v2/rollouts", "/"] {
-        app.refused(Method::GET, path, None, None, 404, None).await;
-        app.refused(
-            Method::POST,
-            path,
-            Some(&alice),
-            Some(&json!({})),
-            404,
-            None,
-        )
-        .await;
+        cases.push(case(format!("GET {path}"), Method::GET, path).expect(404, "not-found"));
+        cases.push(
+            case(format!("POST {path}"), Method::POST, path)
+                .token(&alice)
+                .json(json!({}))
+                .expect(404, "not-found"),
+        );
     }
-    // A known route with another method.
-    let r = app
-        .request(
-            Method::DELETE,
-            &format!("/v1/rollouts/{id}"),
-            Some(&alice),
-            None,
-            &[],
-        )
-        .await;
-    assert!(
-        matches!(r.status.as_u16(), 404 | 405),
-        "{} {}",
-        r.status,
-        r.body
-    );
-    r.assert_problem(r.status.as_u16(), None);
-
-    // 409: commands that do not fit the lifecycle.
-    let r = app
-        .refused(
-            Method::POST,
-            &format!("/v1/rollouts/{id}/start"),
-            Some(&alice),
-            None,
-            409,
-            None,
-        )
-        .await;
-    assert_eq!(problem_type(&r), "urn:rollgate:problem:state-conflict");
-    let running = running_example(&app).await;
-    request_advance(&app, &running).await;
-    app.refused(
-        Method::POST,
-        &format!("/v1/rollouts/{running}/advance-requests"),
-        Some(&alice),
-        None,
-        409,
-        None,
-    )
-    .await;
-    app.refused(
-        Method::POST,
-        &format!("/v1/rollouts/{running}/complete"),
-        Some(&alice),
-        None,
-        409,
-        None,
-    )
-    .await;
-    sign_off(&app, &id, "qa-signoff", ALICE).await;
-    app.refused(
-        Method::POST,
-        &format!("/v1/rollouts/{id}/readiness/qa-signoff/sign-off"),
-        Some(&alice),
-        None,
-        409,
-        None,
-    )
-    .await;
+    check(&app, cases).await;
 }
 
 // 412, 428 -----------------------------------------------------------------------------

@@ -375,28 +375,7 @@ async fn rebuild_reproduces_the_read_models(kind: BackendKind) {
     assert!(err.contains("unknown projection"), "{err}");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(rollgate_store::BackendKind::Postgres).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(rollgate_store::BackendKind::Sqlite).await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+rollgate_testkit::both_backends!(
     export_and_verify_offline,
     rebuild_reproduces_the_read_models
 );

@@ -16,6 +16,32 @@ use rollgate_store::{
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 
+pub use rollgate_store::BackendKind as Backend;
+
+/// Runs each named `async fn(BackendKind)` as one test per backend, in modules `postgres`
+/// and `sqlite`: `both_backends!(a, b)`, or `both_backends!(workers = 4; a, b)` for a
+/// runtime with more worker threads (2 by default). Test crates need `tokio`.
+#[macro_export]
+macro_rules! both_backends {
+    (@mod $module:ident $kind:ident $workers:tt; $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn $name() {
+                    super::$name($crate::Backend::$kind).await;
+                }
+            )*
+        }
+    };
+    (workers = $workers:tt; $($name:ident),* $(,)?) => {
+        $crate::both_backends!(@mod postgres Postgres $workers; $($name),*);
+        $crate::both_backends!(@mod sqlite Sqlite $workers; $($name),*);
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!(workers = 2; $($name),*);
+    };
+}
+
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// The PostgreSQL server tests use (`ROLLGATE_TEST_DATABASE_URL`).

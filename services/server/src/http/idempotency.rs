@@ -300,3 +300,63 @@ pub fn spawn_purge(state: web::Data<AppState>) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn mine(pool: &DatabasePool, hash: &str, now: DateTime<Utc>) -> String {
+        match claim(pool, "alice", "k", hash, now).await.expect("claim") {
+            Claim::Mine(token) => token,
+            Claim::Replay(r) => panic!("replayed {:?}", r.body),
+        }
+    }
+
+    #[tokio::test]
+    async fn record_and_release_touch_only_their_own_claim() {
+        let db = rollgate_testkit::TestDb::sqlite();
+        let store = db.store(Default::default()).await;
+        let pool = store.pool();
+        let now = Utc::now();
+        let first = mine(&pool, "h", now).await;
+        // A retry of the same request takes the unanswered claim over at once.
+        let second = mine(&pool, "h", now).await;
+        assert_ne!(first, second);
+        // The first attempt can neither release the claim nor answer any more.
+        release(&pool, "alice", "k", &first).await;
+        let late = Reply {
+            status: StatusCode::CREATED,
+            etag: None,
+            location: None,
+            body: json!({ "attempt": 1 }),
+        };
+        record(&pool, "alice", "k", &first, &late).await.unwrap();
+        let answer = Reply {
+            body: json!({ "attempt": 2 }),
+            ..late.clone()
+        };
+        record(&pool, "alice", "k", &second, &answer).await.unwrap();
+        match claim(&pool, "alice", "k", "h", now).await.unwrap() {
+            Claim::Replay(r) => assert_eq!(r.body, json!({ "attempt": 2 })),
+            Claim::Mine(_) => panic!("the answer was not recorded"),
+        }
+        // The first request's fingerprint stands: another request with the key is refused.
+        let other = claim(&pool, "alice", "k", "other", now).await;
+        assert!(matches!(other, Err(p) if p.status == 422));
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_claim_keeps_its_fingerprint() {
+        let db = rollgate_testkit::TestDb::sqlite();
+        let store = db.store(Default::default()).await;
+        let pool = store.pool();
+        let now = Utc::now();
+        mine(&pool, "h", now).await;
+        let other = claim(&pool, "alice", "k", "other", now).await;
+        assert!(matches!(other, Err(p) if p.status == 422));
+        // After the TTL the record is gone and the key is free again.
+        let later = now + chrono::Duration::hours(TTL_HOURS) + chrono::Duration::seconds(1);
+        mine(&pool, "other", later).await;
+    }
+}
