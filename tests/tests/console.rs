@@ -47,11 +47,19 @@ window.addEventListener('unhandledrejection', (e) => { window.__rg.errors.push(`
 const original = console.error.bind(console);
 console.error = (...args) => { window.__rg.errors.push(`console.error: ${args.join(' ')}`); original(...args); };
 window.__rg.refused = [];
+window.__rg.tokenAnswers = [];
+window.__rg.apiBearers = [];
 const realFetch = window.fetch.bind(window);
-window.fetch = (...args) => realFetch(...args).then((r) => {
-  if (r.status === 401) r.clone().text().then((t) => window.__rg.refused.push(`${r.status} ${r.url} ${t}`));
-  return r;
-});
+window.fetch = (input, init) => {
+  const url = String(input instanceof Request ? input.url : input);
+  const auth = init && init.headers && init.headers.Authorization;
+  if (auth && url.includes('/v1/')) window.__rg.apiBearers.push(auth);
+  return realFetch(input, init).then((r) => {
+    if (r.status === 401) r.clone().text().then((t) => window.__rg.refused.push(`${r.status} ${r.url} ${t}`), () => {});
+    if (url.endsWith('/token')) r.clone().json().then((j) => window.__rg.tokenAnswers.push({ status: r.status, body: j }), () => {});
+    return r;
+  });
+};
 window.alert = (m) => { window.__rg.errors.push(`alert(${m}) was called`); };
 "#;
 
@@ -264,84 +272,6 @@ impl Ui {
     }
 }
 
-/// The API and the console on one origin. Until the server serves `/console/` itself, a
-/// small front server serves the console and forwards every other request to the API.
-async fn console_origin(app: &TestApp) -> String {
-    let probe = app
-        .client
-        .get(format!("{}/console/", app.address))
-        .send()
-        .await
-        .expect("probe");
-    if probe.status().is_success() {
-        return app.address.clone();
-    }
-    front::spawn(app.address.clone()).await
-}
-
-mod front {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    use futures::TryStreamExt;
-
-    const FORWARDED: &[&str] = &[
-        "authorization",
-        "content-type",
-        "accept",
-        "idempotency-key",
-        "if-match",
-        "last-event-id",
-    ];
-
-    async fn forward(
-        req: HttpRequest,
-        body: web::Bytes,
-        api: web::Data<(String, reqwest::Client)>,
-    ) -> HttpResponse {
-        let (base, client) = api.get_ref();
-        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
-        let mut rb = client.request(method, format!("{base}{}", req.uri()));
-        for name in FORWARDED {
-            if let Some(v) = req.headers().get(*name) {
-                rb = rb.header(*name, v.as_bytes());
-            }
-        }
-        let res = match rb.body(body.to_vec()).send().await {
-            Ok(r) => r,
-            Err(e) => return HttpResponse::BadGateway().body(e.to_string()),
-        };
-        let mut out = HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(res.status().as_u16()).unwrap(),
-        );
-        for (k, v) in res.headers() {
-            if !matches!(
-                k.as_str(),
-                "content-length" | "transfer-encoding" | "connection"
-            ) {
-                out.insert_header((k.as_str(), v.as_bytes()));
-            }
-        }
-        out.streaming(res.bytes_stream().map_err(std::io::Error::other))
-    }
-
-    pub async fn spawn(api: String) -> String {
-        let data = web::Data::new((api, reqwest::Client::new()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .configure(rollgate_console::configure)
-                .default_service(web::to(forward))
-        })
-        .workers(2)
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
-        format!("http://127.0.0.1:{port}")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_real_browser() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -376,7 +306,7 @@ async fn the_console_in_a_real_browser() {
     hostile["feature_key"] = json!("hostile-title");
     let hostile = rollgate_e2e::flow::create(&app, hostile).await;
 
-    let base = console_origin(&app).await;
+    let base = app.address.clone();
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
@@ -618,5 +548,223 @@ async fn the_console_in_a_real_browser() {
         Ok(Ok(())) => {}
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
         Err(_) => panic!("the browser scenarios did not finish within 100 s"),
+    }
+}
+
+/// The OpenID provider of `tests/js/oidc/provider.mjs` (the real `oidc-provider`), stopped
+/// when dropped.
+struct OpenIdProvider {
+    child: Child,
+    issuer: String,
+    /// Kept open: the provider's standard output.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for OpenIdProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_provider(redirect_uri: &str, client_id: &str) -> OpenIdProvider {
+    use std::io::BufRead;
+    let modules = std::env::var("ROLLGATE_NODE_MODULES").unwrap_or_else(|_| {
+        panic!("ROLLGATE_NODE_MODULES is not set: a node_modules folder with oidc-provider is needed (`cargo xtask test` installs it)")
+    });
+    assert!(
+        Path::new(&modules).join("oidc-provider").is_dir(),
+        "{modules} holds no oidc-provider (`cargo xtask test` installs it)"
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/oidc/provider.mjs");
+    let mut child = Command::new("node")
+        .arg(script)
+        .env("ROLLGATE_NODE_MODULES", &modules)
+        .env("REDIRECT_URI", redirect_uri)
+        .env("CLIENT_ID", client_id)
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("rollgate-oidc-provider.log")).unwrap(),
+        )
+        .spawn()
+        .expect("node runs (the system `node`)");
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout
+        .read_line(&mut line)
+        .expect("the provider prints its issuer");
+    let issuer = serde_json::from_str::<Value>(&line)
+        .ok()
+        .and_then(|v| v["issuer"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("the provider did not start: {line:?}"));
+    OpenIdProvider {
+        child,
+        issuer,
+        _stdout: stdout,
+    }
+}
+
+/// The claims of a JWT (its signature is the server's business; here the flow's own checks).
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+#[derive(clap::Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: rollgate_server::config::ServeArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
+    use clap::Parser;
+    const CLIENT: &str = "rollgate-console";
+    // The server's address comes first: the provider registers the console's redirect URI,
+    // and the server discovers the provider when it starts.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let provider = start_provider(&format!("{origin}/console/"), CLIENT);
+    let db = rollgate_testkit::TestDb::new(Backend::Sqlite).await;
+    let cli = ServeCli::try_parse_from([
+        "rollgate",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        &db.url,
+        "--oidc-issuer",
+        &provider.issuer,
+        "--oidc-client-id",
+        CLIENT,
+    ])
+    .unwrap_or_else(|e| panic!("serve arguments: {e}"));
+    let server = rollgate_server::Application::build(
+        &cli.serve,
+        std::sync::Arc::new(rollgate_store::SystemClock)
+            as std::sync::Arc<dyn rollgate_store::Clock>,
+    )
+    .await
+    .expect("the server starts with the OpenID provider's keys");
+    tokio::spawn(server.run_until_stopped());
+    let base = origin;
+
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let ui = Ui {
+        c: start_browser(&driver, profile.path()).await,
+        base,
+        shots: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots"),
+    };
+    std::fs::create_dir_all(&ui.shots).unwrap();
+
+    let scenario = std::panic::AssertUnwindSafe(async {
+        ui.go("").await;
+        ui.text_contains("main", &provider.issuer).await;
+        ui.clean("sign-in with OpenID Connect").await;
+        ui.el("#oidc-sign-in").await.click().await.unwrap();
+        // The provider's own pages (development interactions): login, then consent.
+        let login = ui.el("input[name=login]").await;
+        let url = ui.c.current_url().await.unwrap();
+        assert!(url.as_str().starts_with(&provider.issuer), "{url}");
+        login.send_keys("bob").await.unwrap();
+        ui.el("input[name=password]")
+            .await
+            .send_keys("any")
+            .await
+            .unwrap();
+        ui.el("form:has(input[name=prompt][value=login]) button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        ui.el("form:has(input[name=prompt][value=consent]) button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        // Back in the console: the code was exchanged from the browser with the verifier.
+        let mut answers = Value::Null;
+        for _ in 0..100 {
+            let r =
+                ui.c.execute(
+                    "return (window.__rg && window.__rg.tokenAnswers) || []",
+                    vec![],
+                )
+                .await
+                .unwrap_or(Value::Null);
+            if r.as_array().is_some_and(|a| !a.is_empty()) {
+                answers = r;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let answer = &answers[0];
+        assert_eq!(answer["status"], 200, "token endpoint: {answer}");
+        let id_token = answer["body"]["id_token"].as_str().expect("an ID token");
+        let claims = jwt_claims(id_token);
+        assert_eq!(claims["iss"], json!(provider.issuer));
+        assert_eq!(claims["aud"], json!(CLIENT));
+        assert_eq!(claims["sub"], "bob");
+        assert_eq!(claims["roles"], json!(["approver"]));
+        assert_eq!(claims["teams"], json!(["web"]));
+        assert!(claims["nonce"].as_str().is_some_and(|n| n.len() >= 16));
+        // The code and state are gone from the address; the token was never in it.
+        let url = ui.c.current_url().await.unwrap();
+        assert_eq!(url.query(), None, "{url}");
+        assert!(!url.as_str().contains(id_token));
+        // The console called the API with that token.
+        let bearer = format!("Bearer {id_token}");
+        let mut sent = false;
+        for _ in 0..100 {
+            let r = ui.js("return window.__rg.apiBearers").await;
+            if r.as_array()
+                .is_some_and(|a| a.iter().any(|b| b == &json!(bearer)))
+            {
+                sent = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(sent, "the API was never called with the ID token");
+        // The server accepted the provider's token: bob is signed in and sees his inbox.
+        ui.text_contains("#who-name", "bob · approver · teams web")
+            .await;
+        ui.text_contains("main h1", "Inbox").await;
+        ui.text_contains("#inbox-list", "Nothing waits for you")
+            .await;
+        let refused = ui.js("return window.__rg.refused").await;
+        assert_eq!(refused, json!([]), "the API refused the token");
+        let cookies = ui.js("return document.cookie").await;
+        assert_eq!(cookies, json!(""), "no cookie on the console's origin");
+        ui.clean("after the OpenID Connect redirect").await;
+    });
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::FutureExt::catch_unwind(scenario),
+    )
+    .await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        if let Ok(png) = ui.c.screenshot().await {
+            let _ = std::fs::write(ui.shots.join("failure-oidc.png"), png);
+        }
+        if let Ok(rec) = ui.c.execute("return window.__rg || null", vec![]).await {
+            eprintln!("recorded at failure: {rec}");
+        }
+    }
+    let _ = ui.c.clone().close().await;
+    drop(driver);
+    drop(provider);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("the OpenID Connect scenario did not finish within 60 s"),
     }
 }

@@ -46,12 +46,13 @@ export function follow(onEvent, onUnauthorized) {
         }
         if (!res.ok || !res.body) throw new Error(`stream answered ${res.status}`);
         attempts = 0;
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
         let buffer = '';
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          buffer = parseEvents(buffer + value, (ev) => {
+          buffer = parseEvents(buffer + decoder.decode(value, { stream: true }), (ev) => {
             if (ev.id !== null) lastId = ev.id;
             let data = null;
             try { data = JSON.parse(ev.data); } catch { data = null; }
