@@ -5,6 +5,7 @@
 //! once and in order, so nothing is lost when a process dies between commit and delivery and
 //! nothing is sent that the log does not hold.
 //!
+//! - [`args`]: flags and environment variables; [`Delivery::start`] starts what is configured.
 //! - [`engine`]: the delivery engine (checkpoints, leases, retries, backoff, 410, failing).
 //! - [`cloudevent`]: CloudEvents 1.0 structured JSON bodies, with the stage's informed parties.
 //! - [`signature`]: Standard Webhooks signatures out; GitHub and Slack signature checks in.
@@ -17,6 +18,7 @@
 //! - [`service`]: managing webhooks (`/v1/webhooks`) for the HTTP handlers.
 //! - [`db`]: the delivery tables of migration 0007.
 
+pub mod args;
 pub mod cloudevent;
 pub mod db;
 pub mod engine;
@@ -29,6 +31,7 @@ pub mod slack;
 pub mod slack_notifier;
 pub mod url_policy;
 
+pub use args::{Delivery, DeliveryArgs};
 pub use engine::{DeliveryEngine, EngineError, EngineHandle, EngineOptions};
 pub use secrets::SecretsKey;
 pub use service::{
