@@ -239,7 +239,7 @@ async fn get_bounded(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, Str
         .header(ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|err| format!("GET {url} failed: {err}"))?;
+        .map_err(|err| format!("GET {url} failed: {}", with_causes(&err)))?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(format!("GET {url} answered {}", response.status()));
     }
@@ -262,6 +262,22 @@ async fn get_bounded(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, Str
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// An error and its causes on one line (reqwest's own message leaves out why a connection
+/// failed).
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Parses a provider URL: `https://`, or `http://` on a loopback host only (a provider
