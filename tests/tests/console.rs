@@ -669,6 +669,36 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
         ui.go("").await;
         ui.text_contains("main", &provider.issuer).await;
         ui.clean("sign-in with OpenID Connect").await;
+        // A well-formed token from another issuer (rollgate's development key) is refused.
+        let other = tempfile::tempdir().unwrap();
+        let stranger = rollgate_auth::DevKeys::load_or_create(other.path())
+            .unwrap()
+            .mint(rollgate_e2e::MintRequest {
+                sub: "bob".into(),
+                roles: vec!["approver".into()],
+                teams: vec!["web".into()],
+                ttl_seconds: 600,
+                now: chrono::Utc::now().timestamp(),
+                issuer: "rollgate".into(),
+                audience: CLIENT.into(),
+            })
+            .unwrap();
+        ui.el("#token-input")
+            .await
+            .send_keys(&stranger)
+            .await
+            .unwrap();
+        ui.el("#token-submit").await.click().await.unwrap();
+        ui.text_contains(
+            "#token-form .message.error",
+            "The server refused this token",
+        )
+        .await;
+        assert_eq!(
+            ui.js("return sessionStorage.getItem('rollgate.token')")
+                .await,
+            Value::Null
+        );
         ui.el("#oidc-sign-in").await.click().await.unwrap();
         // The provider's own pages (development interactions): login, then consent.
         let login = ui.el("input[name=login]").await;
