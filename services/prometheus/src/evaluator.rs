@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
-use rollgate_domain::{CriterionKind, RolloutId};
+use rollgate_domain::RolloutId;
 use rollgate_store::Clock;
 use serde::{Deserialize, Serialize};
 
@@ -31,12 +31,10 @@ use crate::lease::Leases;
 use crate::measure::{measure, CriterionQueries, Measurement};
 use crate::template::TemplateVars;
 
-/// One query criterion of the active stage.
+/// The queries of one metric of the active stage (every criterion of a stage that names the
+/// metric is judged on this one measurement).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryCriterion {
-    pub kind: CriterionKind,
-    /// Its index in the stage's `success_criteria` or `rollback_criteria`.
-    pub index: usize,
     pub metric: String,
     /// Templates as written in the plan.
     pub queries: CriterionQueries,
@@ -57,11 +55,9 @@ pub struct ActiveStage {
     pub last_interval: Option<u64>,
 }
 
-/// One criterion's measurement in an evaluation.
+/// One metric's measurement in an evaluation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CriterionResult {
-    pub kind: CriterionKind,
-    pub index: usize,
     pub metric: String,
     pub measurement: Measurement,
 }
@@ -278,6 +274,18 @@ impl Evaluator {
         }
     }
 
+    /// Runs the loop on the current tokio runtime; the handle stops it.
+    pub fn spawn(self) -> EvaluatorHandle {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let instance = self.leases.owner().to_owned();
+        let task = tokio::spawn(self.run(shutdown));
+        EvaluatorHandle {
+            instance,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
     /// Runs passes every `tick` until `shutdown` turns true (or its sender is dropped).
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.config.tick);
@@ -368,8 +376,6 @@ impl Evaluator {
                 self.metrics.query_errors.with_label_values(&[code]).inc();
             }
             results.push(CriterionResult {
-                kind: c.kind,
-                index: c.index,
                 metric: c.metric.clone(),
                 measurement,
             });
@@ -392,6 +398,38 @@ impl Evaluator {
             Recorded::Recorded => Step::Recorded(k),
             _ => Step::Idle,
         })
+    }
+}
+
+/// A running evaluator loop. Stopping it (or dropping the handle) ends the loop after its
+/// current pass; leases it holds then expire and another instance takes over.
+pub struct EvaluatorHandle {
+    instance: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl EvaluatorHandle {
+    /// This instance's owner id in the lease table.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Asks the loop to stop and aborts it where it waits (it holds no state of its own: the
+    /// log and the lease table are the state).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(t) = task.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Drop for EvaluatorHandle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

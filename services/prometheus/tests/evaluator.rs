@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use rollgate_domain::{CriterionKind, RolloutId};
+use rollgate_domain::RolloutId;
 use rollgate_prometheus::{
     ActiveStage, CriterionQueries, Evaluator, EvaluatorConfig, EvaluatorMetrics, Leases, Measured,
     PortError, Prometheus, PrometheusConfig, QueryCriterion, Recorded, RolloutPort,
@@ -66,8 +66,6 @@ impl RolloutPort for Port {
 
 fn criterion() -> QueryCriterion {
     QueryCriterion {
-        kind: CriterionKind::Rollback,
-        index: 0,
         metric: "error_rate".into(),
         queries: CriterionQueries {
             query: r#"sum(requests_total{track="canary",stage="{{stage}}",code=~"5.."} or vector(0)) / sum(requests_total{track="canary",stage="{{stage}}"})"#.into(),
