@@ -105,8 +105,13 @@ impl Application {
             projector,
             cache: StateCache::new(10_000),
             prometheus,
+            evaluator: Default::default(),
         });
         idempotency::spawn_purge(state.clone());
+        if let Some(client) = state.prometheus.clone() {
+            let handle = crate::evaluator::spawn(state.clone(), client)?;
+            let _ = state.evaluator.set(handle);
+        }
         let listener = TcpListener::bind(&args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let port = listener.local_addr()?.port();
@@ -137,6 +142,9 @@ impl Application {
     /// (bounded: a batch is one transaction, so cutting it off loses nothing).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(evaluator) = self.state.evaluator.get() {
+            evaluator.stop();
+        }
         if tokio::time::timeout(Duration::from_secs(10), self.state.projector.stop())
             .await
             .is_err()

@@ -14,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod evaluator;
 pub mod events;
 pub mod export;
 pub mod http;

@@ -23,4 +23,6 @@ pub struct AppState {
     pub cache: StateCache,
     /// The Prometheus that query criteria are validated and evaluated against, if configured.
     pub prometheus: Option<rollgate_prometheus::Prometheus>,
+    /// The evaluator loop of this instance (set when a Prometheus is configured).
+    pub evaluator: std::sync::OnceLock<rollgate_prometheus::EvaluatorHandle>,
 }

@@ -18,6 +18,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The registry behind `/metrics`, for components that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> Self {
         let registry =
             Registry::new_custom(Some("rollgate".into()), None).expect("a valid metrics prefix");

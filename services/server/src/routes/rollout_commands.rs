@@ -33,6 +33,12 @@ pub async fn create(w: Write) -> Answer {
         .body::<CreateRolloutSpec>()?
         .parse(id)
         .map_err(Problem::invalid)?;
+    if let RolloutCommand::Create {
+        plan, feature_key, ..
+    } = &command
+    {
+        crate::evaluator::check_queries(&w.state, plan, feature_key.as_str()).await?;
+    }
     w.create(id, command).await
 }
 
@@ -45,6 +51,10 @@ pub struct ReviseBody {
 pub async fn revise_plan(w: RolloutWrite) -> Answer {
     let plan =
         rollgate_domain::Plan::parse(w.body::<ReviseBody>()?.plan).map_err(Problem::invalid)?;
+    let (current, _) = w.state.cache.rollout(&*w.state.store, &w.id).await?;
+    if let Some(r) = current.rollout() {
+        crate::evaluator::check_queries(&w.state, &plan, r.feature_key.as_str()).await?;
+    }
     w.run(StatusCode::OK, RolloutCommand::RevisePlan { plan })
         .await
 }
