@@ -90,6 +90,11 @@ pub struct AuthArgs {
     /// The `aud` required of the OpenID Connect issuer's tokens (default: the client id).
     #[arg(long, env = "ROLLGATE_OIDC_AUDIENCE", requires = "oidc_issuer")]
     pub oidc_audience: Option<String>,
+
+    /// Shortest time between two fetches of the OpenID Connect issuer's JWKS caused by
+    /// tokens naming an unknown `kid`, in seconds.
+    #[arg(long, env = "ROLLGATE_OIDC_JWKS_REFRESH_SECONDS", default_value_t = rollgate_auth::DEFAULT_JWKS_REFRESH_INTERVAL.as_secs())]
+    pub oidc_jwks_refresh_seconds: u64,
 }
 
 impl AuthArgs {
@@ -107,6 +112,7 @@ impl AuthArgs {
     pub fn verify_options(&self) -> VerifyOptions {
         VerifyOptions {
             max_lifetime_seconds: Some(self.jwt_max_lifetime_seconds).filter(|&s| s > 0),
+            jwks_refresh_interval: std::time::Duration::from_secs(self.oidc_jwks_refresh_seconds),
             ..VerifyOptions::default()
         }
     }
