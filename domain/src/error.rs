@@ -251,6 +251,10 @@ pub enum DomainError {
         needed: Vec<Role>,
     },
 
+    /// Only rollgate itself (its evaluator) may do this; no caller can.
+    #[error("permission: {actor} may not {action}; only rollgate's own evaluator does")]
+    SystemOnly { actor: ActorId, action: String },
+
     /// R1: only holders of a role named by the target stage's quorum rules may approve or reject.
     #[error(
         "R1 quorum: {actor} holds none of the roles the quorum rules name ({})",
@@ -398,7 +402,7 @@ impl DomainError {
     /// The governance rule that refused, if one did.
     pub fn rule(&self) -> Option<Rule> {
         match self {
-            Self::Permission { .. } => Some(Rule::Permission),
+            Self::Permission { .. } | Self::SystemOnly { .. } => Some(Rule::Permission),
             Self::NotAQuorumRole { .. } => Some(Rule::R1),
             Self::SelfApproval { .. } => Some(Rule::R2),
             Self::DuplicateApproval { .. } => Some(Rule::R3),
@@ -430,6 +434,7 @@ impl DomainError {
         match self {
             Self::Validation(_) | Self::RollbackReasonMissing => ErrorKind::Validation,
             Self::Permission { .. }
+            | Self::SystemOnly { .. }
             | Self::NotAQuorumRole { .. }
             | Self::SelfApproval { .. }
             | Self::RollbackNotAllowed { .. }

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
-use crate::plan::Criterion;
+use crate::plan::{Criterion, Relation, Stage};
 use crate::values::{Comparator, MetricName, Threshold};
 
 /// How far a reading's `observed_at` may be off rollgate's clock (skew between
@@ -56,6 +56,50 @@ impl Reading {
     }
 }
 
+/// Where a batch of readings came from. Only rollgate's own evaluator records
+/// `prometheus` (through `RecordEvaluation`, for the system actor); whatever an
+/// API caller posts is `posted`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingSource {
+    #[default]
+    Posted,
+    Prometheus,
+}
+
+/// One evaluation of a query criterion's queries by rollgate's evaluator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryEvaluation {
+    pub metric: MetricName,
+    /// The query as run (templates expanded).
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_query: Option<String>,
+    /// The evaluation timestamp sent to Prometheus.
+    pub evaluated_at: DateTime<Utc>,
+    /// The canary's value (absent when the query failed or returned nothing).
+    pub value: Option<f64>,
+    pub samples: Option<u64>,
+    pub baseline_value: Option<f64>,
+    pub baseline_samples: Option<u64>,
+    /// Why the evaluation is inconclusive (query error, timeout, no series,
+    /// too few samples); `None` when it is conclusive.
+    pub inconclusive: Option<String>,
+}
+
+/// What a stage keeps of one metric's query evaluations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricEvaluations {
+    pub latest: QueryEvaluation,
+    pub recorded_at: DateTime<Utc>,
+    pub count: u64,
+    /// Inconclusive evaluations since the last conclusive one (or resume).
+    pub consecutive_inconclusive: u32,
+}
+
 /// Which way a criterion is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +132,17 @@ pub struct Evaluation {
     pub value: Option<f64>,
     pub samples: u64,
     pub verdict: Verdict,
+    /// For a baseline criterion: the relation judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<Relation>,
+    /// For a baseline criterion: the baseline's value and samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_samples: Option<u64>,
+    /// Why the verdict is inconclusive, when rollgate's evaluator said why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Evaluation {
@@ -98,12 +153,28 @@ impl Evaluation {
 
     /// `error_rate gt 0.02: value 0.05 over 1000 samples`
     pub fn describe(&self) -> String {
-        let facts = match self.value {
+        let mut facts = match self.value {
             Some(v) => format!("value {v} over {} samples", self.samples),
             None => "no reading".to_owned(),
         };
+        let relation = match self.relation {
+            Some(rel) => {
+                match self.baseline_value {
+                    Some(b) => facts.push_str(&format!(", baseline {b}")),
+                    None => facts.push_str(", no baseline"),
+                }
+                if let Some(n) = self.baseline_samples {
+                    facts.push_str(&format!(" over {n} samples"));
+                }
+                format!(" {} to baseline", rel.as_str())
+            }
+            None => String::new(),
+        };
+        if let Some(why) = &self.reason {
+            facts.push_str(&format!(", inconclusive: {why}"));
+        }
         format!(
-            "{} {} {}: {facts} (min {} samples)",
+            "{}{relation} {} {}: {facts} (min {} samples)",
             self.metric, self.comparator, self.threshold, self.min_samples
         )
     }
@@ -136,6 +207,9 @@ pub struct StageReadings {
     metrics: BTreeMap<MetricName, MetricReadings>,
     /// Readings recorded at this stage, of every metric.
     recorded: u64,
+    /// Per query-fed metric, rollgate's own evaluations.
+    #[serde(default)]
+    evaluations: BTreeMap<MetricName, MetricEvaluations>,
 }
 
 impl StageReadings {
@@ -177,9 +251,77 @@ impl StageReadings {
         }
     }
 
+    /// Folds in evaluations recorded at `recorded_at` by rollgate's
+    /// evaluator, counting consecutive inconclusive ones per metric (an
+    /// evaluation is inconclusive when a criterion of `stage` on its metric
+    /// judges it so). Metrics `stage` does not query are not kept.
+    pub fn record_evaluations<'a>(
+        &mut self,
+        evaluations: impl IntoIterator<Item = &'a QueryEvaluation>,
+        recorded_at: DateTime<Utc>,
+        stage: &Stage,
+    ) {
+        for e in evaluations {
+            if stage.queries_for(&e.metric).is_none() {
+                continue;
+            }
+            let inconclusive =
+                stage
+                    .criteria()
+                    .filter(|(_, c)| c.metric == e.metric)
+                    .any(|(kind, c)| {
+                        judge(c, kind, Observation::of_evaluation(e)).verdict
+                            == Verdict::Inconclusive
+                    });
+            let entry = self.evaluations.entry(e.metric.clone());
+            let previous = match &entry {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    (o.get().count, o.get().consecutive_inconclusive)
+                }
+                std::collections::btree_map::Entry::Vacant(_) => (0, 0),
+            };
+            let kept = MetricEvaluations {
+                latest: e.clone(),
+                recorded_at,
+                count: previous.0.saturating_add(1),
+                consecutive_inconclusive: if inconclusive {
+                    previous.1.saturating_add(1)
+                } else {
+                    0
+                },
+            };
+            match entry {
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    o.insert(kept);
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(kept);
+                }
+            }
+        }
+    }
+
+    /// What is kept of `metric`'s query evaluations.
+    pub fn evaluation(&self, metric: &MetricName) -> Option<&MetricEvaluations> {
+        self.evaluations.get(metric)
+    }
+
+    /// Every query-fed metric's evaluations.
+    pub fn evaluations(&self) -> &BTreeMap<MetricName, MetricEvaluations> {
+        &self.evaluations
+    }
+
+    /// Starts the consecutive-inconclusive counts over (on resume).
+    pub fn reset_inconclusive(&mut self) {
+        for e in self.evaluations.values_mut() {
+            e.consecutive_inconclusive = 0;
+        }
+    }
+
     /// Drops the metrics for which `keep` does not hold (after a plan revision).
     pub fn retain(&mut self, keep: impl Fn(&MetricName) -> bool) {
         self.metrics.retain(|m, _| keep(m));
+        self.evaluations.retain(|m, _| keep(m));
     }
 
     /// The latest recorded reading of `metric`.
@@ -207,34 +349,113 @@ impl StageReadings {
     }
 }
 
-/// Judges `criterion` on the latest recorded reading of its metric.
+/// The facts one verdict is reached on.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Observation {
+    value: Option<f64>,
+    samples: u64,
+    baseline_value: Option<f64>,
+    baseline_samples: Option<u64>,
+    reason: Option<String>,
+}
+
+impl Observation {
+    fn of_reading(r: Option<&Reading>) -> Self {
+        r.map_or_else(Self::default, |r| Self {
+            value: Some(r.value),
+            samples: r.samples,
+            ..Self::default()
+        })
+    }
+
+    fn of_evaluation(e: &QueryEvaluation) -> Self {
+        Self {
+            value: e.value,
+            // without a samples query, the value stands for itself
+            samples: e
+                .samples
+                .unwrap_or(if e.value.is_some() { u64::MAX } else { 0 }),
+            baseline_value: e.baseline_value,
+            baseline_samples: e.baseline_samples,
+            reason: e.inconclusive.clone(),
+        }
+    }
+}
+
+/// Judges `criterion`: a query criterion on rollgate's latest evaluation of
+/// its metric, any other on the latest recorded (posted) reading. A baseline
+/// criterion judges the relation of the value to the baseline's (its
+/// baseline query's value, else the plan's `baseline_metrics` figure kept in
+/// the criterion), with `min_samples` applied to both sides.
 pub fn evaluate(
     criterion: &Criterion,
     kind: CriterionKind,
     readings: &StageReadings,
 ) -> Evaluation {
-    let reading = readings.latest(&criterion.metric);
-    let (value, samples) = reading.map_or((None, 0), |r| (Some(r.value), r.samples));
-    let verdict = match reading {
-        None => Verdict::Inconclusive,
-        Some(r) if r.samples < criterion.min_samples => Verdict::Inconclusive,
-        Some(r) => {
-            let holds = criterion.comparator.holds(r.value, criterion.threshold);
+    let observation = if criterion.queries.is_some() {
+        readings
+            .evaluation(&criterion.metric)
+            .map_or_else(Observation::default, |e| {
+                Observation::of_evaluation(&e.latest)
+            })
+    } else {
+        Observation::of_reading(readings.latest(&criterion.metric))
+    };
+    judge(criterion, kind, observation)
+}
+
+fn judge(criterion: &Criterion, kind: CriterionKind, o: Observation) -> Evaluation {
+    let baseline_value = match criterion.baseline {
+        None => None,
+        Some(_) => o.baseline_value.or(criterion.baseline_reference),
+    };
+    let judged = match (o.value, criterion.baseline) {
+        (None, _) => None,
+        (Some(v), None) => Some(v),
+        (Some(v), Some(Relation::Difference)) => baseline_value.map(|b| v - b),
+        (Some(v), Some(Relation::Ratio)) => baseline_value.filter(|b| *b > 0.0).map(|b| v / b),
+    };
+    let too_few = o.samples < criterion.min_samples
+        || o.baseline_samples
+            .is_some_and(|n| n < criterion.min_samples);
+    let verdict = match judged {
+        _ if o.reason.is_some() || too_few => Verdict::Inconclusive,
+        Some(x) if x.is_finite() => {
+            let holds = criterion.comparator.holds(x, criterion.threshold);
             match (kind, holds) {
                 (CriterionKind::Success, true) | (CriterionKind::Rollback, false) => Verdict::Pass,
                 (CriterionKind::Success, false) | (CriterionKind::Rollback, true) => Verdict::Fail,
             }
         }
+        _ => Verdict::Inconclusive,
     };
+    let reason = o
+        .reason
+        .or_else(|| match (verdict, criterion.baseline, o.value) {
+            (Verdict::Inconclusive, Some(Relation::Ratio), Some(_))
+                if !too_few && baseline_value.is_some_and(|b| b <= 0.0) =>
+            {
+                Some("the baseline is 0: no ratio".to_owned())
+            }
+            _ => None,
+        });
     Evaluation {
         kind,
         metric: criterion.metric.clone(),
         comparator: criterion.comparator,
         threshold: criterion.threshold,
         min_samples: criterion.min_samples,
-        value,
-        samples,
+        value: o.value,
+        samples: if o.value.is_some() && o.samples == u64::MAX {
+            0
+        } else {
+            o.samples
+        },
         verdict,
+        relation: criterion.baseline,
+        baseline_value,
+        baseline_samples: o.baseline_samples,
+        reason,
     }
 }
 
@@ -249,6 +470,9 @@ mod tests {
             comparator: c,
             threshold: Threshold::parse(t).unwrap(),
             min_samples: min,
+            queries: None,
+            baseline: None,
+            baseline_reference: None,
         }
     }
 

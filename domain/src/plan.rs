@@ -16,7 +16,7 @@ use crate::values::{
 // Raw client JSON
 // ---------------------------------------------------------------------------
 
-/// The `plan` object exactly as a client sends it (see `examples/create-rollout.json`).
+/// The `plan` object exactly as a client sends it (see `docs/examples/create-rollout.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
@@ -48,6 +48,16 @@ pub struct StageSpec {
     pub approvals: Vec<QuorumRuleSpec>,
     #[serde(default)]
     pub informed: Vec<String>,
+    /// How often rollgate evaluates the stage's query criteria (default 60, minimum 5).
+    #[serde(default)]
+    pub evaluation_interval_seconds: Option<i64>,
+    /// Consecutive inconclusive evaluations of a query criterion after which
+    /// `on_inconclusive` applies (absent: they are only recorded).
+    #[serde(default)]
+    pub inconclusive_limit: Option<i64>,
+    /// `"pause"` (the default) or `"record"`.
+    #[serde(default)]
+    pub on_inconclusive: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,11 +72,37 @@ pub struct AudienceSpec {
 #[serde(deny_unknown_fields)]
 pub struct CriterionSpec {
     pub metric: String,
-    pub comparator: String,
-    pub threshold: f64,
+    /// Required unless `baseline` is given.
+    #[serde(default)]
+    pub comparator: Option<String>,
+    /// Required unless `baseline` is given.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// Absent means 0 (any reading is conclusive).
     #[serde(default)]
     pub min_samples: Option<i64>,
+    /// A PromQL instant query rollgate evaluates itself (the canary's value);
+    /// `{{stage}}` and `{{feature_key}}` are substituted before it runs.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// A PromQL query for the number of samples behind `query`'s value.
+    #[serde(default)]
+    pub samples_query: Option<String>,
+    /// A PromQL query for the baseline's value (needs `baseline`).
+    #[serde(default)]
+    pub baseline_query: Option<String>,
+    /// Judge the canary against the baseline instead of a threshold.
+    #[serde(default)]
+    pub baseline: Option<BaselineSpec>,
+}
+
+/// `{"relation": "ratio", "max": 1.2}`: the canary's value may be at most 1.2×
+/// the baseline's; `{"relation": "difference", "max": 0.05}`: at most 0.05 above it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSpec {
+    pub relation: String,
+    pub max: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,15 +165,67 @@ pub struct Stage {
     /// Quorum rules for entering this stage (R1): all must be met.
     pub approvals: Vec<QuorumRule>,
     pub informed: Vec<String>,
+    /// Absent: [`DEFAULT_EVALUATION_INTERVAL_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_interval_seconds: Option<u64>,
+    /// What consecutive inconclusive evaluations do; absent: only recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<InconclusivePolicy>,
+}
+
+/// How often query criteria are evaluated when a stage does not say.
+pub const DEFAULT_EVALUATION_INTERVAL_SECONDS: u64 = 60;
+/// The shortest evaluation interval a stage may ask for.
+pub const MIN_EVALUATION_INTERVAL_SECONDS: u64 = 5;
+
+/// After `limit` consecutive inconclusive evaluations of a query criterion, `action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InconclusivePolicy {
+    pub limit: u32,
+    pub action: OnInconclusive,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInconclusive {
+    /// Pause a running rollout, with the reason recorded.
+    #[default]
+    Pause,
+    /// Record the evaluations only.
+    Record,
 }
 
 impl Stage {
     /// Whether one of this stage's criteria judges `metric`.
     pub fn judges_metric(&self, metric: &MetricName) -> bool {
+        self.criteria().any(|(_, c)| &c.metric == metric)
+    }
+
+    /// Success criteria, then rollback criteria.
+    pub fn criteria(&self) -> impl Iterator<Item = (crate::guardrail::CriterionKind, &Criterion)> {
+        use crate::guardrail::CriterionKind;
         self.success_criteria
             .iter()
-            .chain(&self.rollback_criteria)
-            .any(|c| &c.metric == metric)
+            .map(|c| (CriterionKind::Success, c))
+            .chain(
+                self.rollback_criteria
+                    .iter()
+                    .map(|c| (CriterionKind::Rollback, c)),
+            )
+    }
+
+    /// The queries rollgate evaluates for `metric` at this stage, if its
+    /// criteria are query criteria (all criteria naming one metric share them).
+    pub fn queries_for(&self, metric: &MetricName) -> Option<&Queries> {
+        self.criteria()
+            .filter(|(_, c)| &c.metric == metric)
+            .find_map(|(_, c)| c.queries.as_ref())
+    }
+
+    /// Seconds between evaluations of the query criteria.
+    pub fn evaluation_interval(&self) -> u64 {
+        self.evaluation_interval_seconds
+            .unwrap_or(DEFAULT_EVALUATION_INTERVAL_SECONDS)
     }
 }
 
@@ -148,17 +236,69 @@ pub struct Audience {
 }
 
 /// A guardrail: `metric comparator threshold`, judged once `min_samples` are in.
+///
+/// With `baseline`, the comparator and threshold judge the canary's relation
+/// to the baseline (ratio or difference) instead of its value. With
+/// `queries`, the value comes from rollgate's own Prometheus evaluations
+/// only, never from posted readings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Criterion {
     pub metric: MetricName,
     pub comparator: Comparator,
     pub threshold: Threshold,
     pub min_samples: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries: Option<Queries>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Relation>,
+    /// The plan's `baseline_metrics` figure for this metric: the baseline
+    /// when no baseline query gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_reference: Option<f64>,
+}
+
+/// The PromQL a query criterion is evaluated with (templates unexpanded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queries {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_query: Option<String>,
+}
+
+/// How a canary's value is related to the baseline's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// canary / baseline (undefined for a baseline of 0 or less: inconclusive).
+    Ratio,
+    /// canary − baseline.
+    Difference,
+}
+
+impl Relation {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ratio => "ratio",
+            Self::Difference => "difference",
+        }
+    }
 }
 
 impl std::fmt::Display for Criterion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {}", self.metric, self.comparator, self.threshold)
+        match self.baseline {
+            None => write!(f, "{} {} {}", self.metric, self.comparator, self.threshold),
+            Some(rel) => write!(
+                f,
+                "{} {} to baseline {} {}",
+                self.metric,
+                rel.as_str(),
+                self.comparator,
+                self.threshold
+            ),
+        }
     }
 }
 
@@ -217,30 +357,178 @@ fn non_negative(errors: &mut ValidationErrors, field: &str, value: i64) -> u64 {
     })
 }
 
-fn criterion(errors: &mut ValidationErrors, path: &str, spec: &CriterionSpec) -> Option<Criterion> {
+/// The longest PromQL text a criterion may carry.
+const MAX_QUERY: usize = 10_000;
+
+fn query_text(
+    errors: &mut ValidationErrors,
+    field: &str,
+    value: Option<&String>,
+) -> Option<String> {
+    let q = value?;
+    if q.trim().is_empty() {
+        errors.push(field, "must not be empty");
+    } else if q.len() > MAX_QUERY {
+        errors.push(field, format!("must be at most {MAX_QUERY} bytes"));
+    } else if q.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        errors.push(field, "must not contain control characters");
+    }
+    Some(q.clone())
+}
+
+fn criterion(
+    errors: &mut ValidationErrors,
+    path: &str,
+    kind: crate::guardrail::CriterionKind,
+    spec: &CriterionSpec,
+    baseline_metrics: &BTreeMap<String, f64>,
+) -> Option<Criterion> {
+    use crate::guardrail::CriterionKind;
     let metric = MetricName::parse(&spec.metric)
         .map_err(|e| errors.0.push(e.at(format!("{path}.metric"))))
-        .ok();
-    let comparator = Comparator::parse(&spec.comparator)
-        .map_err(|e| errors.0.push(e.at(format!("{path}.comparator"))))
-        .ok();
-    let threshold = Threshold::parse(spec.threshold)
-        .map_err(|e| errors.0.push(e.at(format!("{path}.threshold"))))
         .ok();
     let min_samples = non_negative(
         errors,
         &format!("{path}.min_samples"),
         spec.min_samples.unwrap_or(0),
     );
+    let query = query_text(errors, &format!("{path}.query"), spec.query.as_ref());
+    let samples_query = query_text(
+        errors,
+        &format!("{path}.samples_query"),
+        spec.samples_query.as_ref(),
+    );
+    let baseline_query = query_text(
+        errors,
+        &format!("{path}.baseline_query"),
+        spec.baseline_query.as_ref(),
+    );
+    if query.is_none() {
+        for (field, given) in [
+            ("samples_query", samples_query.is_some()),
+            ("baseline_query", baseline_query.is_some()),
+        ] {
+            if given {
+                errors.push(
+                    format!("{path}.query"),
+                    format!("is required when {field} is given"),
+                );
+            }
+        }
+    }
+    if baseline_query.is_some() && spec.baseline.is_none() {
+        errors.push(
+            format!("{path}.baseline"),
+            "is required with a baseline_query (how the canary relates to the baseline)",
+        );
+    }
+    let queries = query.map(|query| Queries {
+        query,
+        samples_query,
+        baseline_query,
+    });
+    let (comparator, threshold, baseline) = match &spec.baseline {
+        None => {
+            let comparator = match &spec.comparator {
+                Some(c) => Comparator::parse(c)
+                    .map_err(|e| errors.0.push(e.at(format!("{path}.comparator"))))
+                    .ok(),
+                None => {
+                    errors.push(
+                        format!("{path}.comparator"),
+                        "is required without a baseline",
+                    );
+                    None
+                }
+            };
+            let threshold = match spec.threshold {
+                Some(t) => Threshold::parse(t)
+                    .map_err(|e| errors.0.push(e.at(format!("{path}.threshold"))))
+                    .ok(),
+                None => {
+                    errors.push(
+                        format!("{path}.threshold"),
+                        "is required without a baseline",
+                    );
+                    None
+                }
+            };
+            (comparator, threshold, None)
+        }
+        Some(b) => {
+            for (field, given) in [
+                ("comparator", spec.comparator.is_some()),
+                ("threshold", spec.threshold.is_some()),
+            ] {
+                if given {
+                    errors.push(
+                        format!("{path}.{field}"),
+                        "must be absent with a baseline (its max is the limit)",
+                    );
+                }
+            }
+            let relation = match b.relation.as_str() {
+                "ratio" => Some(Relation::Ratio),
+                "difference" => Some(Relation::Difference),
+                other => {
+                    errors.push(
+                        format!("{path}.baseline.relation"),
+                        format!("{other:?} must be \"ratio\" or \"difference\""),
+                    );
+                    None
+                }
+            };
+            let max = if b.max.is_finite() && b.max > 0.0 {
+                Threshold::parse(b.max).ok()
+            } else {
+                errors.push(
+                    format!("{path}.baseline.max"),
+                    format!("{} must be a finite number above 0", b.max),
+                );
+                None
+            };
+            if spec.baseline_query.is_none() && !baseline_metrics.contains_key(&spec.metric) {
+                errors.push(
+                    format!("{path}.baseline"),
+                    format!(
+                        "needs a baseline_query or plan.baseline_metrics.{} to compare with",
+                        spec.metric
+                    ),
+                );
+            }
+            // The relation may be at most `max`: a rollback criterion is
+            // breached above it, a success criterion passes up to it.
+            let comparator = match kind {
+                CriterionKind::Rollback => Comparator::Gt,
+                CriterionKind::Success => Comparator::Lte,
+            };
+            (Some(comparator), max, relation)
+        }
+    };
+    if spec.baseline.is_some() && baseline.is_none() {
+        return None;
+    }
     Some(Criterion {
         metric: metric?,
         comparator: comparator?,
         threshold: threshold?,
         min_samples,
+        queries,
+        baseline,
+        baseline_reference: baseline
+            .and_then(|_| baseline_metrics.get(&spec.metric))
+            .copied()
+            .filter(|v| v.is_finite()),
     })
 }
 
-fn stage(errors: &mut ValidationErrors, path: &str, spec: &StageSpec) -> Option<Stage> {
+fn stage(
+    errors: &mut ValidationErrors,
+    path: &str,
+    spec: &StageSpec,
+    baseline_metrics: &BTreeMap<String, f64>,
+) -> Option<Stage> {
+    use crate::guardrail::CriterionKind;
     let name = non_empty(errors, &format!("{path}.name"), &spec.name);
     if name.len() > 200 {
         errors.push(format!("{path}.name"), "must be at most 200 bytes");
@@ -260,13 +548,29 @@ fn stage(errors: &mut ValidationErrors, path: &str, spec: &StageSpec) -> Option<
         .success_criteria
         .iter()
         .enumerate()
-        .map(|(i, c)| criterion(errors, &format!("{path}.success_criteria[{i}]"), c))
+        .map(|(i, c)| {
+            criterion(
+                errors,
+                &format!("{path}.success_criteria[{i}]"),
+                CriterionKind::Success,
+                c,
+                baseline_metrics,
+            )
+        })
         .collect();
     let rollback: Vec<_> = spec
         .rollback_criteria
         .iter()
         .enumerate()
-        .map(|(i, c)| criterion(errors, &format!("{path}.rollback_criteria[{i}]"), c))
+        .map(|(i, c)| {
+            criterion(
+                errors,
+                &format!("{path}.rollback_criteria[{i}]"),
+                CriterionKind::Rollback,
+                c,
+                baseline_metrics,
+            )
+        })
         .collect();
     let on_breach = match spec.on_breach.as_deref() {
         None | Some("pause") => Some(OnBreach::Pause),
@@ -319,6 +623,94 @@ fn stage(errors: &mut ValidationErrors, path: &str, spec: &StageSpec) -> Option<
     for (i, who) in spec.informed.iter().enumerate() {
         non_empty(errors, &format!("{path}.informed[{i}]"), who);
     }
+    let evaluation_interval_seconds =
+        spec.evaluation_interval_seconds
+            .map(|secs| match u64::try_from(secs) {
+                Ok(s) if (MIN_EVALUATION_INTERVAL_SECONDS..=86_400).contains(&s) => s,
+                _ => {
+                    errors.push(
+                        format!("{path}.evaluation_interval_seconds"),
+                        format!(
+                        "{secs} must be between {MIN_EVALUATION_INTERVAL_SECONDS} and 86400 seconds"
+                    ),
+                    );
+                    DEFAULT_EVALUATION_INTERVAL_SECONDS
+                }
+            });
+    let action = match spec.on_inconclusive.as_deref() {
+        None | Some("pause") => OnInconclusive::Pause,
+        Some("record") => OnInconclusive::Record,
+        Some(other) => {
+            errors.push(
+                format!("{path}.on_inconclusive"),
+                format!("{other:?} must be \"pause\" or \"record\""),
+            );
+            OnInconclusive::Pause
+        }
+    };
+    if spec.on_inconclusive.is_some() && spec.inconclusive_limit.is_none() {
+        errors.push(
+            format!("{path}.inconclusive_limit"),
+            "is required with on_inconclusive",
+        );
+    }
+    let inconclusive = spec.inconclusive_limit.map(|limit| {
+        let limit = match u32::try_from(limit) {
+            Ok(l) if (1..=1000).contains(&l) => l,
+            _ => {
+                errors.push(
+                    format!("{path}.inconclusive_limit"),
+                    format!("{limit} must be between 1 and 1000"),
+                );
+                1
+            }
+        };
+        InconclusivePolicy { limit, action }
+    });
+    let query_criteria = spec
+        .success_criteria
+        .iter()
+        .chain(&spec.rollback_criteria)
+        .any(|c| c.query.is_some());
+    if !query_criteria {
+        for (field, given) in [
+            (
+                "evaluation_interval_seconds",
+                spec.evaluation_interval_seconds.is_some(),
+            ),
+            ("inconclusive_limit", spec.inconclusive_limit.is_some()),
+        ] {
+            if given {
+                errors.push(
+                    format!("{path}.{field}"),
+                    "applies only to a stage with query criteria",
+                );
+            }
+        }
+    }
+    // One metric, one measurement: criteria of a stage that name the same
+    // metric are all fed by readings, or all by the same queries.
+    type QueryTexts<'a> = [&'a Option<String>; 3];
+    let mut fed: BTreeMap<&str, QueryTexts<'_>> = BTreeMap::new();
+    for (list, specs) in [
+        ("success_criteria", &spec.success_criteria),
+        ("rollback_criteria", &spec.rollback_criteria),
+    ] {
+        for (i, c) in specs.iter().enumerate() {
+            let q = [&c.query, &c.samples_query, &c.baseline_query];
+            if let Some(first) = fed.insert(c.metric.as_str(), q) {
+                if first != q {
+                    errors.push(
+                        format!("{path}.{list}[{i}].query"),
+                        format!(
+                            "criteria of one stage naming {} must share their queries",
+                            c.metric
+                        ),
+                    );
+                }
+            }
+        }
+    }
     Some(Stage {
         name,
         audience: Audience {
@@ -331,6 +723,8 @@ fn stage(errors: &mut ValidationErrors, path: &str, spec: &StageSpec) -> Option<
         on_breach: on_breach?,
         approvals,
         informed: spec.informed.clone(),
+        evaluation_interval_seconds,
+        inconclusive,
     })
 }
 
@@ -382,7 +776,7 @@ impl Plan {
             if pct.is_finite() {
                 previous = Some(previous.map_or(pct, |p: f64| p.max(pct)));
             }
-            stages.push(stage(&mut errors, &path, s));
+            stages.push(stage(&mut errors, &path, s, &spec.baseline_metrics));
         }
 
         let mut keys = BTreeSet::new();

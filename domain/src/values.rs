@@ -513,6 +513,10 @@ pub struct Actor {
     pub id: ActorId,
     pub roles: BTreeSet<Role>,
     pub teams: TeamScope,
+    /// rollgate itself (its Prometheus evaluator), never a token's subject:
+    /// only [`Actor::system`] sets it, and it is never read from JSON.
+    #[serde(skip)]
+    system: bool,
 }
 
 impl Actor {
@@ -521,7 +525,24 @@ impl Actor {
             id,
             roles: roles.into_iter().collect(),
             teams,
+            system: false,
         }
+    }
+
+    /// rollgate's own evaluator acting on every team (the `service` role).
+    /// Only server code that is not driven by a request builds one.
+    pub fn system(id: ActorId) -> Self {
+        Self {
+            id,
+            roles: BTreeSet::from([Role::Service]),
+            teams: TeamScope::All,
+            system: true,
+        }
+    }
+
+    /// Whether this is rollgate itself rather than an authenticated caller.
+    pub fn is_system(&self) -> bool {
+        self.system
     }
 
     /// R11: a principal acts only on its own teams (`*` = all).

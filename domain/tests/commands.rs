@@ -385,6 +385,8 @@ fn record_readings_without_breach() {
         .then(&[E::ReadingsRecorded {
             stage: Some(StageIndex::new(0)),
             readings,
+            source: rollgate_domain::guardrail::ReadingSource::Posted,
+            evaluations: vec![],
             recorded_by: id("bot"),
             at: at(5),
         }]);

@@ -151,6 +151,8 @@ fn a_future_dated_reading_on_record_does_not_hide_a_later_breach() {
     history.push(E::ReadingsRecorded {
         stage: Some(StageIndex::new(0)),
         readings: vec![future],
+        source: rollgate_domain::guardrail::ReadingSource::Posted,
+        evaluations: vec![],
         recorded_by: id("bot"),
         at: at(5),
     });

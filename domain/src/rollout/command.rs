@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Rule, ValidationErrors};
-use crate::guardrail::Reading;
+use crate::guardrail::{QueryEvaluation, Reading};
 use crate::plan::{Plan, PlanSpec};
 use crate::values::{
     AnnotationId, DecisionId, DeviationId, FeatureKey, RequestId, RolloutId, StageIndex, Team,
@@ -59,8 +59,15 @@ pub enum RolloutCommand {
         request_id: RequestId,
         inconclusive_override: Option<String>,
     },
+    /// Readings posted by a caller (`source: posted`).
     RecordReadings {
         readings: Vec<Reading>,
+    },
+    /// Results of rollgate's own Prometheus evaluation of the current stage's
+    /// query criteria (`source: prometheus`). Only the system actor
+    /// ([`crate::Actor::system`]) may issue it; no request body maps to it.
+    RecordEvaluation {
+        evaluations: Vec<QueryEvaluation>,
     },
     Pause {
         reason: String,
@@ -124,6 +131,7 @@ impl RolloutCommand {
             Self::WithdrawRequest { .. } => "withdraw a request",
             Self::Advance { .. } => "advance",
             Self::RecordReadings { .. } => "record readings",
+            Self::RecordEvaluation { .. } => "record an evaluation",
             Self::Pause { .. } => "pause",
             Self::Resume => "resume",
             Self::Rollback { .. } => "roll back",

@@ -10,8 +10,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::context::Context;
 use crate::error::{DomainError, Rule, UnmetPrecondition, ValidationErrors};
-use crate::guardrail::{evaluate, CriterionKind, Verdict, CLOCK_LEEWAY_SECONDS};
+use crate::guardrail::{
+    evaluate, CriterionKind, QueryEvaluation, Reading, ReadingSource, StageReadings, Verdict,
+    CLOCK_LEEWAY_SECONDS,
+};
 use crate::plan::OnBreach;
+use crate::plan::OnInconclusive;
 use crate::values::{Actor, Role, StageIndex};
 
 use super::command::{title_error, RolloutCommand};
@@ -295,36 +299,62 @@ pub fn decide(
             if readings.is_empty() {
                 errors.push("readings", "at least one reading is required");
             }
-            let latest_allowed = at + Duration::seconds(CLOCK_LEEWAY_SECONDS);
             for (i, reading) in readings.iter().enumerate() {
                 if !reading.value.is_finite() {
                     errors.push(format!("readings[{i}].value"), "must be a finite number");
                 }
-                if reading.observed_at > latest_allowed {
-                    errors.push(
-                        format!("readings[{i}].observed_at"),
-                        format!(
-                            "{} is more than {CLOCK_LEEWAY_SECONDS} s ahead of rollgate's clock ({})",
-                            reading.observed_at.to_rfc3339(),
-                            at.to_rfc3339()
-                        ),
-                    );
-                }
-                if let Some(entered) = r.stage_entered_at {
-                    if reading.observed_at < entered - Duration::seconds(CLOCK_LEEWAY_SECONDS) {
-                        errors.push(
-                            format!("readings[{i}].observed_at"),
-                            format!(
-                                "{} is before the current stage was entered ({})",
-                                reading.observed_at.to_rfc3339(),
-                                entered.to_rfc3339()
-                            ),
-                        );
-                    }
-                }
+                check_time(
+                    &mut errors,
+                    r,
+                    at,
+                    &format!("readings[{i}].observed_at"),
+                    reading.observed_at,
+                );
             }
             errors.into_result(())?;
-            record_readings(r, readings, ctx)
+            let mut all = r.readings.clone();
+            all.record(&readings, at, |_| true);
+            let event = RolloutEvent::ReadingsRecorded {
+                stage: r.position,
+                readings,
+                source: ReadingSource::Posted,
+                evaluations: Vec::new(),
+                recorded_by: by,
+                at,
+            };
+            react(r, event, &all, ctx)
+        }
+
+        RolloutCommand::RecordEvaluation { evaluations } => {
+            if !actor.is_system() {
+                return Err(DomainError::SystemOnly {
+                    actor: by,
+                    action: action.to_owned(),
+                });
+            }
+            in_status(r, &[RolloutStatus::Running], action)?;
+            let stage = r
+                .current_stage()
+                .ok_or_else(|| DomainError::wrong_state("at 0 % exposure", action))?;
+            let mut errors = ValidationErrors::default();
+            if evaluations.is_empty() {
+                errors.push("evaluations", "at least one evaluation is required");
+            }
+            for (i, e) in evaluations.iter().enumerate() {
+                check_evaluation(&mut errors, r, stage, at, i, e);
+            }
+            errors.into_result(())?;
+            let mut all = r.readings.clone();
+            all.record_evaluations(&evaluations, at, stage);
+            let event = RolloutEvent::ReadingsRecorded {
+                stage: r.position,
+                readings: Vec::new(),
+                source: ReadingSource::Prometheus,
+                evaluations,
+                recorded_by: by,
+                at,
+            };
+            react(r, event, &all, ctx)
         }
 
         RolloutCommand::Pause { reason } => {
@@ -883,33 +913,110 @@ fn advance(
     }])
 }
 
-/// Records readings and reacts to breached rollback criteria of the current
-/// stage: roll back to the previous stage (or 0 %) when the stage says
-/// `rollback`, otherwise pause a running rollout.
-fn record_readings(
+/// R4 input: an observation time at most [`CLOCK_LEEWAY_SECONDS`] ahead of
+/// `now` and not (beyond the leeway) before the current stage was entered.
+fn check_time(
+    errors: &mut ValidationErrors,
     r: &Rollout,
-    readings: Vec<crate::guardrail::Reading>,
+    now: DateTime<Utc>,
+    field: &str,
+    time: DateTime<Utc>,
+) {
+    let leeway = Duration::seconds(CLOCK_LEEWAY_SECONDS);
+    if time > now + leeway {
+        errors.push(
+            field,
+            format!(
+                "{} is more than {CLOCK_LEEWAY_SECONDS} s ahead of rollgate's clock ({})",
+                time.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        );
+    }
+    if let Some(entered) = r.stage_entered_at {
+        if time < entered - leeway {
+            errors.push(
+                field,
+                format!(
+                    "{} is before the current stage was entered ({})",
+                    time.to_rfc3339(),
+                    entered.to_rfc3339()
+                ),
+            );
+        }
+    }
+}
+
+fn check_evaluation(
+    errors: &mut ValidationErrors,
+    r: &Rollout,
+    stage: &crate::plan::Stage,
+    now: DateTime<Utc>,
+    i: usize,
+    e: &QueryEvaluation,
+) {
+    let path = format!("evaluations[{i}]");
+    if stage.queries_for(&e.metric).is_none() {
+        errors.push(
+            format!("{path}.metric"),
+            format!(
+                "no query criterion of the current stage measures {}",
+                e.metric
+            ),
+        );
+    }
+    if e.query.trim().is_empty() {
+        errors.push(format!("{path}.query"), "must not be empty");
+    }
+    for (field, value) in [("value", e.value), ("baseline_value", e.baseline_value)] {
+        if value.is_some_and(|v| !v.is_finite()) {
+            errors.push(format!("{path}.{field}"), "must be a finite number");
+        }
+    }
+    match &e.inconclusive {
+        Some(why) => required_text(errors, &format!("{path}.inconclusive"), why),
+        None if e.value.is_none() => errors.push(
+            format!("{path}.value"),
+            "is required unless the evaluation says why it is inconclusive",
+        ),
+        None => {}
+    }
+    check_time(
+        errors,
+        r,
+        now,
+        &format!("{path}.evaluated_at"),
+        e.evaluated_at,
+    );
+}
+
+/// Records a batch of readings or evaluations (`recorded`), then reacts to the
+/// current stage's criteria judged on `all` (the state's readings with the
+/// batch folded in): a breached rollback criterion rolls back to the previous
+/// stage (or 0 %) when the stage says `rollback`, otherwise pauses a running
+/// rollout; without a breach, a query metric that reached the stage's
+/// `inconclusive_limit` of consecutive inconclusive evaluations pauses a
+/// running rollout when the stage says `pause`.
+fn react(
+    r: &Rollout,
+    recorded: RolloutEvent,
+    all: &StageReadings,
     ctx: &Context,
 ) -> Result<Vec<RolloutEvent>, DomainError> {
     let at = ctx.now;
     let by = ctx.actor.id.clone();
-    let mut all = r.readings.clone();
-    all.record(&readings, at, |_| true);
-    let mut events = vec![RolloutEvent::ReadingsRecorded {
-        stage: r.position,
-        readings,
-        recorded_by: by.clone(),
-        at,
-    }];
+    let mut events = vec![recorded];
     let (Some(position), Some(stage)) = (r.position, r.current_stage()) else {
         return Ok(events);
     };
     let breaches: Vec<_> = stage
         .rollback_criteria
         .iter()
-        .filter(|c| evaluate(c, CriterionKind::Rollback, &all).is_breach())
+        .map(|c| (c, evaluate(c, CriterionKind::Rollback, all)))
+        .filter(|(_, e)| e.is_breach())
         .collect();
     if breaches.is_empty() {
+        events.extend(inconclusive_pause(r, stage, all, ctx));
         return Ok(events);
     }
     let acts = match stage.on_breach {
@@ -923,16 +1030,25 @@ fn record_readings(
         "guardrail breached: {}",
         breaches
             .iter()
-            .map(|c| evaluate(c, CriterionKind::Rollback, &all).describe())
+            .map(|(_, e)| e.describe())
             .collect::<Vec<_>>()
             .join("; ")
     );
-    for c in &breaches {
-        if let Some(reading) = all.latest(&c.metric) {
+    for (c, e) in &breaches {
+        let observed_at = match &c.queries {
+            Some(_) => all.evaluation(&c.metric).map(|m| m.latest.evaluated_at),
+            None => all.latest(&c.metric).map(|r| r.observed_at),
+        };
+        if let (Some(value), Some(observed_at)) = (e.value, observed_at) {
             events.push(RolloutEvent::GuardrailBreached {
                 stage: position,
                 criterion: (*c).clone(),
-                reading: reading.clone(),
+                reading: Reading {
+                    metric: c.metric.clone(),
+                    value,
+                    samples: e.samples,
+                    observed_at,
+                },
                 action: stage.on_breach,
                 policy_version: ctx.policy.version,
                 at,
@@ -959,4 +1075,46 @@ fn record_readings(
         },
     });
     Ok(events)
+}
+
+/// The automatic pause after too many consecutive inconclusive evaluations.
+fn inconclusive_pause(
+    r: &Rollout,
+    stage: &crate::plan::Stage,
+    all: &StageReadings,
+    ctx: &Context,
+) -> Option<RolloutEvent> {
+    let policy = stage.inconclusive?;
+    if policy.action != OnInconclusive::Pause || r.status != RolloutStatus::Running {
+        return None;
+    }
+    let stuck: Vec<String> = all
+        .evaluations()
+        .iter()
+        .filter(|(_, m)| m.consecutive_inconclusive >= policy.limit)
+        .map(|(metric, m)| {
+            format!(
+                "{metric} ({}): {}",
+                m.consecutive_inconclusive,
+                m.latest
+                    .inconclusive
+                    .clone()
+                    .unwrap_or_else(|| "too few samples or no baseline".to_owned())
+            )
+        })
+        .collect();
+    if stuck.is_empty() {
+        return None;
+    }
+    Some(RolloutEvent::Paused {
+        reason: format!(
+            "{} consecutive inconclusive evaluations: {}",
+            policy.limit,
+            stuck.join("; ")
+        ),
+        automatic: true,
+        paused_by: ctx.actor.id.clone(),
+        policy_version: ctx.policy.version,
+        at: ctx.now,
+    })
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Rule, UnmetPrecondition};
-use crate::guardrail::{Evaluation, Reading};
+use crate::guardrail::{Evaluation, QueryEvaluation, Reading, ReadingSource};
 use crate::plan::{Criterion, OnBreach, Plan};
 use crate::stored::{self, DecodeError};
 use crate::values::{
@@ -26,6 +26,8 @@ use super::command::NoteAudience;
 pub const SCHEMA_VERSION: u32 = 1;
 /// `RolledBack` v2 added `automatic` (v1 rollbacks were all manual).
 pub const ROLLED_BACK_SCHEMA_VERSION: u32 = 2;
+/// `ReadingsRecorded` v2 added `source` and `evaluations` (v1 readings were all posted).
+pub const READINGS_RECORDED_SCHEMA_VERSION: u32 = 2;
 
 /// One approver counted toward one quorum rule (R1, R3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +127,15 @@ pub enum RolloutEvent {
         policy_version: u64,
         at: DateTime<Utc>,
     },
+    /// Schema v2 (v1 lacked `source` and `evaluations`). `at` is when rollgate
+    /// recorded them: it orders readings, whatever their `observed_at`.
     ReadingsRecorded {
         stage: Option<StageIndex>,
+        /// Posted readings (empty for `source: prometheus`).
         readings: Vec<Reading>,
+        source: ReadingSource,
+        /// rollgate's evaluations of the stage's queries (empty for `posted`).
+        evaluations: Vec<QueryEvaluation>,
         recorded_by: ActorId,
         at: DateTime<Utc>,
     },
@@ -298,6 +306,7 @@ impl RolloutEvent {
     fn current_schema_version(event_type: &str) -> u32 {
         match event_type {
             "RolledBack" => ROLLED_BACK_SCHEMA_VERSION,
+            "ReadingsRecorded" => READINGS_RECORDED_SCHEMA_VERSION,
             _ => SCHEMA_VERSION,
         }
     }
@@ -427,6 +436,7 @@ impl RolloutEvent {
             }
             Self::ReadingsRecorded {
                 readings,
+                source: ReadingSource::Posted,
                 recorded_by,
                 stage,
                 ..
@@ -434,6 +444,25 @@ impl RolloutEvent {
                 "{recorded_by} recorded {} reading(s) at {}",
                 readings.len(),
                 stage_label(*stage)
+            ),
+            Self::ReadingsRecorded {
+                evaluations,
+                source: ReadingSource::Prometheus,
+                stage,
+                ..
+            } => format!(
+                "rollgate evaluated {} at {}: {}",
+                evaluations.len(),
+                stage_label(*stage),
+                evaluations
+                    .iter()
+                    .map(|e| match (&e.inconclusive, e.value) {
+                        (Some(why), _) => format!("{} inconclusive ({why})", e.metric),
+                        (None, Some(v)) => format!("{} = {v}", e.metric),
+                        (None, None) => format!("{} no value", e.metric),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             Self::GuardrailBreached {
                 stage,
@@ -558,6 +587,16 @@ impl RolloutEvent {
 /// Raises a payload of `event_type` from schema `from` to `from + 1`.
 fn upcast(event_type: &str, from: u32, payload: Value) -> Result<Value, DecodeError> {
     match (event_type, from, payload) {
+        // v1 readings were all posted by callers.
+        ("ReadingsRecorded", 1, Value::Object(mut fields)) => {
+            fields
+                .entry("source".to_owned())
+                .or_insert(Value::String("posted".to_owned()));
+            fields
+                .entry("evaluations".to_owned())
+                .or_insert(Value::Array(Vec::new()));
+            Ok(Value::Object(fields))
+        }
         // v1 had no `automatic`: every v1 rollback was ordered by a person.
         ("RolledBack", 1, Value::Object(mut fields)) => {
             fields

@@ -11,6 +11,7 @@
 //! | `SignOffReadiness` | the item's `owner_role` | permission |
 //! | `Approve`, `Reject` | a role named by the target stage's quorum rules | R1 |
 //! | `RecordReadings` | service, sre | permission |
+//! | `RecordEvaluation` | rollgate's own evaluator ([`crate::Actor::system`]) only | permission |
 //! | `Pause`, `Resume` | release_manager, sre | permission |
 //! | `Rollback` | release_manager, sre | R7 |
 //! | `RequestDeviation` | release_manager, sre, approver | permission |
@@ -73,7 +74,10 @@ mod state;
 
 pub use command::{CreateRolloutSpec, NoteAudience, RolloutCommand};
 pub use decide::decide;
-pub use event::{CountedApproval, RolloutEvent, ROLLED_BACK_SCHEMA_VERSION, SCHEMA_VERSION};
+pub use event::{
+    CountedApproval, RolloutEvent, READINGS_RECORDED_SCHEMA_VERSION, ROLLED_BACK_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+};
 pub use state::{
     evolve, AdvanceRequest, Approval, Deviation, DeviationStatus, RequestStatus, Rollout,
     RolloutState, RolloutStatus,

@@ -420,14 +420,25 @@ pub fn evolve(state: RolloutState, event: &RolloutEvent) -> RolloutState {
             }
             r.enter(Some(*to_stage), *at);
         }
-        RolloutEvent::ReadingsRecorded { readings, at, .. } => {
+        RolloutEvent::ReadingsRecorded {
+            readings,
+            evaluations,
+            at,
+            ..
+        } => {
             let stage = r.position.and_then(|p| r.plan.stage(p));
             r.readings
                 .record(readings, *at, |m| stage.is_some_and(|s| s.judges_metric(m)));
+            if let Some(stage) = stage {
+                r.readings.record_evaluations(evaluations, *at, stage);
+            }
         }
         RolloutEvent::GuardrailBreached { .. } => {}
         RolloutEvent::Paused { .. } => r.status = RolloutStatus::Paused,
-        RolloutEvent::Resumed { .. } => r.status = RolloutStatus::Running,
+        RolloutEvent::Resumed { .. } => {
+            r.status = RolloutStatus::Running;
+            r.readings.reset_inconclusive();
+        }
         RolloutEvent::RolledBack { to_stage, at, .. } => {
             r.status = RolloutStatus::RolledBack;
             r.close_open_request(RequestStatus::Superseded);
