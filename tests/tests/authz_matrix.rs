@@ -99,6 +99,9 @@ enum Endpoint {
     PublishPolicy,
     DeclareFreeze,
     LiftFreeze,
+    CreateBinding,
+    RotateBindingSecret,
+    RevokeBinding,
 }
 
 use Endpoint::*;
@@ -120,7 +123,8 @@ fn expected(ep: Endpoint, who: Who) -> Expect {
         Pause | Resume | Rollback => &[ReleaseManager, Sre],
         Metrics => &[Sre, Service],
         RequestDeviation => &[ReleaseManager, Sre, Approver],
-        DecideDeviation | PublishPolicy | DeclareFreeze | LiftFreeze => &[GovernanceAdmin],
+        DecideDeviation | PublishPolicy | DeclareFreeze | LiftFreeze | CreateBinding
+        | RotateBindingSecret | RevokeBinding => &[GovernanceAdmin],
         RecordDecision | Annotate => &[ReleaseManager, Approver, Sre, GovernanceAdmin],
     };
     match who {
@@ -355,6 +359,26 @@ async fn prepare(app: &TestApp, ep: Endpoint) -> Call {
                 headers: Vec::new(),
             }
         }
+        CreateBinding => post(
+            "/v1/bindings".into(),
+            json!({"rollout_id": running(app).await, "target": {"kind": "flag_key", "key": "matrix-flag"}}),
+        ),
+        RotateBindingSecret | RevokeBinding => {
+            let b = ok(
+                app,
+                Method::POST,
+                "/v1/bindings",
+                GINA,
+                json!({"rollout_id": running(app).await, "target": {"kind": "flag_key", "key": "matrix-flag"}}),
+            )
+            .await;
+            let bid = b.body["binding_id"].as_str().unwrap();
+            if ep == RotateBindingSecret {
+                post(format!("/v1/bindings/{bid}/rotate-secret"), json!({}))
+            } else {
+                post(format!("/v1/bindings/{bid}/revoke"), reason)
+            }
+        }
     }
 }
 
@@ -420,11 +444,16 @@ fn matrix_is_sane() {
         PublishPolicy,
         DeclareFreeze,
         LiftFreeze,
+        CreateBinding,
+        RotateBindingSecret,
+        RevokeBinding,
     ];
-    // Every write route of the server is a row (PUT plan, POST writes, policy routes).
+    // Every write route of the server is a row (PUT plan, POST writes, policy routes),
+    // except the tool routes, which authenticate with a binding secret instead of a token
+    // (tests/tests/gates.rs).
     let writes = rollgate_server::app::ROUTES
         .iter()
-        .filter(|(m, _)| *m != "get")
+        .filter(|(m, p)| *m != "get" && !p.starts_with("/v1/integrations/"))
         .count();
     // Sign-off and approvals appear twice (two item owners; approve and reject).
     assert_eq!(all.len(), writes + 2);
@@ -624,6 +653,9 @@ mod sqlite {
         publish_policy => PublishPolicy,
         declare_freeze => DeclareFreeze,
         lift_freeze => LiftFreeze,
+        create_binding => CreateBinding,
+        rotate_binding_secret => RotateBindingSecret,
+        revoke_binding => RevokeBinding,
     }
 }
 

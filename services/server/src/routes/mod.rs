@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod deviations;
+pub mod gates;
 pub mod health;
 pub mod lists;
 pub mod policies;
