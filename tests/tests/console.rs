@@ -440,6 +440,9 @@ async fn the_console_in_a_real_browser() {
         ui.el("#verify-chain").await.click().await.unwrap();
         ui.text_contains("#audit-result", "Chain verified through position")
             .await;
+        // The export is fetched with the token and saved from a Blob.
+        ui.el("#export-csv").await.click().await.unwrap();
+        ui.text_contains("#audit-result", "as CSV").await;
         ui.clean("audit").await;
         ui.shoot("audit").await;
 
@@ -483,6 +486,9 @@ async fn the_console_in_a_real_browser() {
             .unwrap();
         ui.text_contains("#replay-stage", "stage 1 · beta-5").await;
         ui.text_contains("#replay-exposure", "5 %").await;
+        ui.el("#export-markdown").await.click().await.unwrap();
+        ui.text_contains("#postmortem-markdown", "One-click checkout")
+            .await;
         ui.clean("post-mortem").await;
         ui.shoot("postmortem").await;
 
