@@ -240,10 +240,21 @@ impl Server {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(("alice", &["release_manager", "sre"]), method, path, body)
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        (sub, roles): (&str, &[&str]),
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.address))
-            .bearer_auth(self.token("alice", &["release_manager", "sre"]));
+            .bearer_auth(self.token(sub, roles));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -285,6 +296,15 @@ const SAMPLES: &str = r#"sum(requests_total{track="canary"})"#;
 const BASELINE_RATE: &str = r#"sum(requests_total{track="baseline",code=~"5.."} or vector(0)) / sum(requests_total{track="baseline"})"#;
 
 fn plan(criterion: Value, inconclusive: Option<(i64, &str)>) -> Value {
+    let mut everyone = json!({
+        "name": "everyone",
+        "audience": {"percentage": 100},
+        "min_soak_seconds": 0,
+        "evaluation_interval_seconds": 5,
+        "rollback_criteria": [criterion.clone()],
+        "on_breach": "rollback",
+        "approvals": [{"roles": ["approver"], "count": 1}]
+    });
     let mut canary = json!({
         "name": "canary",
         "audience": {"percentage": 10},
@@ -295,8 +315,10 @@ fn plan(criterion: Value, inconclusive: Option<(i64, &str)>) -> Value {
         "approvals": [{"roles": ["approver"], "count": 1}]
     });
     if let Some((limit, action)) = inconclusive {
-        canary["inconclusive_limit"] = json!(limit);
-        canary["on_inconclusive"] = json!(action);
+        for stage in [&mut canary, &mut everyone] {
+            stage["inconclusive_limit"] = json!(limit);
+            stage["on_inconclusive"] = json!(action);
+        }
     }
     json!({
         "feature_key": "checkout",
@@ -304,12 +326,7 @@ fn plan(criterion: Value, inconclusive: Option<(i64, &str)>) -> Value {
         "team": "web",
         "plan": {
             "owner": "alice",
-            "stages": [canary, {
-                "name": "everyone",
-                "audience": {"percentage": 100},
-                "min_soak_seconds": 0,
-                "approvals": [{"roles": ["approver"], "count": 1}]
-            }]
+            "stages": [canary, everyone]
         }
     })
 }
@@ -363,6 +380,19 @@ async fn healthy_passes_then_a_breach_rolls_back_with_query_and_value() {
         "{problem}"
     );
 
+    let mut templated = threshold_criterion();
+    templated["samples_query"] = json!(r#"sum(requests_total{track="{{team}}"})"#);
+    let (status, problem) = server
+        .call(Method::POST, "/v1/rollouts", Some(plan(templated, None)))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem
+            .to_string()
+            .contains("plan.stages[0].rollback_criteria[0].samples_query"),
+        "{problem}"
+    );
+
     let id = start_rollout(&server, plan(threshold_criterion(), None)).await;
 
     // Healthy: passing evaluations recorded with the query, the instant and the values.
@@ -381,6 +411,59 @@ async fn healthy_passes_then_a_breach_rolls_back_with_query_and_value() {
         .call(Method::GET, &format!("/v1/rollouts/{id}"), None)
         .await;
     assert_eq!(rollout["status"], "running", "{rollout}");
+
+    // Passing evaluations let the stage advance (approved by someone else).
+    let (status, request) = server
+        .call(
+            Method::POST,
+            &format!("/v1/rollouts/{id}/advance-requests"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{request}");
+    let rid = request["request_id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .call_as(
+            ("bob", &["approver"]),
+            Method::POST,
+            &format!("/v1/rollouts/{id}/advance-requests/{rid}/approvals"),
+            Some(json!({"decision": "approve", "comment": "evaluations pass"})),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/v1/rollouts/{id}/advance"),
+            Some(json!({"request_id": rid})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The new stage is evaluated on its own schedule.
+    let before = server.evaluations(&id).await.len();
+    eventually("an evaluation of the second stage", 15, || async {
+        (server.evaluations(&id).await.len() > before).then_some(())
+    })
+    .await;
+
+    // The evaluator's health on /metrics.
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rollgate_evaluator_evaluations_total{outcome=\"recorded\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rollgate_evaluator_lag_seconds"),
+        "{metrics}"
+    );
 
     // Errors above the threshold: an automatic rollback within three intervals.
     counters.add("canary", "500", 50);
@@ -436,6 +519,15 @@ async fn prometheus_down_is_inconclusive_then_paused_and_back_resumes() {
     })
     .await;
     assert_eq!(paused["payload"]["automatic"], true, "{paused}");
+    // A plan with queries is not accepted unchecked while Prometheus cannot be asked.
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            "/v1/rollouts",
+            Some(plan(threshold_criterion(), None)),
+        )
+        .await;
+    assert_eq!(status, 503, "{problem}");
     let evaluations = server.evaluations(&id).await;
     let inconclusive: Vec<_> = evaluations
         .iter()
