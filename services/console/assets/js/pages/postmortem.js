@@ -183,7 +183,7 @@ export async function postmortemPage(id) {
   const node = h('section', { class: 'postmortem' },
     h('h1', {}, 'Post-mortem: ', h('span', { id: 'pm-title' }, view.title)),
     h('p', {}, h('a', { href: `#/rollouts/${view.id}` }, 'Back to the rollout'), ' · now ', badge(view.status), ' at ', stageLabel(view.plan, view.stage)),
-    svg, legend(),
+    h('div', { class: 'timeline-wrap' }, svg), legend(),
     h('label', { for: 'replay-slider' }, 'Replay the rollout at an event'), slider,
     state,
     h('div', { class: 'row' }, exportBtn),
