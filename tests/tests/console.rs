@@ -10,6 +10,10 @@
 //! test reads what a listener installed before any page script recorded: console errors,
 //! uncaught errors and Content-Security-Policy violations, and there must be none.
 //! Screenshots of each page at 1280x800 and 390x844 go to `target/console-screenshots/`.
+//!
+//! A second test signs in through the real `oidc-provider` (tests/js/oidc/provider.mjs):
+//! a token from another issuer is refused, then the code flow with PKCE runs in the browser
+//! and the server, started with `--oidc-issuer`, accepts the provider's ID token.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
