@@ -122,7 +122,12 @@ impl Application {
             ),
             None => None,
         };
-        let server = serve(state.clone(), listener, metrics_listener)?;
+        let console = rollgate_console::ConsoleConfig::new(
+            args.auth.oidc_issuer.as_deref(),
+            args.auth.oidc_client_id.as_deref(),
+        )
+        .context("cannot set up the web console's sign-in")?;
+        let server = serve(state.clone(), listener, metrics_listener, console)?;
         Ok(Self {
             port,
             state,
@@ -159,6 +164,7 @@ fn serve(
     state: web::Data<AppState>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    console: rollgate_console::ConsoleConfig,
 ) -> anyhow::Result<Server> {
     let metrics_on_main = metrics_listener.is_none();
     let main_state = state.clone();
@@ -171,7 +177,7 @@ fn serve(
                     .error_handler(|e, _| Problem::not_found(e.to_string()).into()),
             )
             .configure(|cfg| routes(cfg, metrics_on_main))
-            .configure(rollgate_console::configure)
+            .configure(|cfg| rollgate_console::configure_with(cfg, &console))
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("no such resource"))
             }))
