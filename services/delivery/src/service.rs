@@ -133,11 +133,14 @@ impl WebhookAdmin {
         Self { store, key, policy }
     }
 
-    /// Registers a webhook; `metadata` is the R12 envelope the caller builds for its request.
+    /// Registers webhook `id` (derive it from the Idempotency-Key: a replay then finds the
+    /// stream taken and answers a conflict, never the secret again); `metadata` is the R12
+    /// envelope the caller builds for its request.
     pub async fn register(
         &self,
         actor: &Actor,
         now: DateTime<Utc>,
+        id: WebhookId,
         request: RegisterRequest,
         metadata: Value,
     ) -> Result<WithSecret, AdminError> {
@@ -148,7 +151,6 @@ impl WebhookAdmin {
         })?;
         // The domain checks the shape and the roles first, so a caller without the right to
         // register learns nothing from the address policy.
-        let id = WebhookId::new(Uuid::new_v4());
         let stream = id.stream();
         let secret = generate_signing_secret();
         let sealed = self.key.seal(&secret, &stream);

@@ -65,6 +65,7 @@ impl Setup {
             .register(
                 &gus(),
                 chrono::Utc::now(),
+                WebhookId::new(uuid::Uuid::new_v4()),
                 RegisterRequest {
                     team: "web".into(),
                     url: url.into(),
@@ -527,6 +528,7 @@ async fn registration_refuses_metadata_addresses_and_never_stores_the_secret_in_
         .register(
             &gus(),
             chrono::Utc::now(),
+            WebhookId::new(uuid::Uuid::new_v4()),
             RegisterRequest {
                 team: "web".into(),
                 url: "http://169.254.169.254/latest/meta-data".into(),
@@ -551,6 +553,27 @@ async fn registration_refuses_metadata_addresses_and_never_stores_the_secret_in_
             "the log holds the secret only sealed"
         );
     }
+    // The same id again (a replayed Idempotency-Key): a conflict, never the secret again.
+    let again = s
+        .admin
+        .register(
+            &gus(),
+            chrono::Utc::now(),
+            hook.webhook.id,
+            RegisterRequest {
+                team: "web".into(),
+                url: "http://127.0.0.1:9/hook".into(),
+                event_types: TYPES.iter().map(|t| (*t).to_owned()).collect(),
+                description: None,
+            },
+            metadata(&gus(), "web"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, rollgate_delivery::AdminError::Conflict),
+        "{again}"
+    );
     // Reads never show it.
     let view = serde_json::to_string(&s.admin.get(&gus(), hook.webhook.id).await.unwrap()).unwrap();
     assert!(!view.contains(key_part) && !view.contains("secret"));
