@@ -6,7 +6,7 @@
 use chrono::Duration;
 use reqwest::Method;
 use rollgate_e2e::flow::{
-    ok, readings, request_advance, running_example, sign_off, Person, ALICE, BOB, SAM,
+    ok, readings, request_advance, running_example, sign_off, Person, ALICE, AUDREY, BOB, SAM,
 };
 use rollgate_e2e::{both_backends, example_create_body, json, Backend, Reply, TestApp};
 use serde_json::Value;
@@ -405,6 +405,16 @@ async fn refusals(backend: Backend) {
         .json(json!({"decision": "grant"}))
         .expect(404, "not-found")
         .rule("R11"),
+        // Roles before the deviation look-up: a read-only caller learns nothing (R10).
+        case(
+            "auditor decides an unknown deviation",
+            Method::POST,
+            format!("/v1/deviations/{unknown}/decision"),
+        )
+        .token(&AUDREY.token(&app))
+        .json(json!({"decision": "grant"}))
+        .expect(403, "forbidden")
+        .rule("R10"),
         case(
             "request id that is no id",
             Method::POST,

@@ -53,3 +53,16 @@ pub async fn wait_for_projection(
     }
     Err(lagging("read models", wanted, state.projector.position()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lag_answer_names_no_position() {
+        let p = lagging("read models", 123_456, 123_400);
+        assert_eq!(p.status, 503);
+        assert!(!p.detail.contains("123"), "{}", p.detail);
+        assert_eq!(p.retry_after, Some(LAG_RETRY_AFTER_SECONDS));
+    }
+}

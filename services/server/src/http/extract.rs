@@ -8,6 +8,7 @@
 //! - [`DeviationWrite`]: a [`RolloutWrite`] on the rollout of the path's `{did}` (roles
 //!   first, then the indexed look-up).
 //! - [`PolicyWrite`]: a [`Write`] on the team named by the path's `{team}` (R11 first).
+//! - [`RolloutRead`]: the state, the caller and the path's rollout, R11 checked.
 //!
 //! Each has `run(status, command)`, which does idempotency, If-Match, decide, append and
 //! the reply.
@@ -202,6 +203,22 @@ pub async fn visible_rollout(
         _ => Err(DomainError::RolloutNotFound.into()),
     }
 }
+
+/// A read of one rollout (the path's `{id}`), the caller's team checked first (R11).
+pub struct RolloutRead {
+    pub state: web::Data<AppState>,
+    pub caller: Caller,
+    pub id: RolloutId,
+}
+
+async fn rollout_read_of(req: HttpRequest, _: Payload) -> Result<RolloutRead, Problem> {
+    let (state, caller) = state_and_caller(&req).await?;
+    let id = parse_rollout_id(req.match_info().get("id").unwrap_or_default())?;
+    visible_rollout(&state, &caller, &id).await?;
+    Ok(RolloutRead { state, caller, id })
+}
+
+async_extractor!(RolloutRead, rollout_read_of);
 
 /// A write on one rollout (the path's `{id}`), the caller's team checked first.
 pub struct RolloutWrite {

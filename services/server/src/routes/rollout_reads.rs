@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use rollgate_domain::{RolloutEvent, RolloutId};
 use rollgate_store::{read_whole_stream, RecordedEvent};
 use serde::Deserialize;
@@ -12,22 +12,14 @@ use serde_json::{json, Value};
 
 use crate::command::cache::AsOf;
 use crate::events::{decode_rollout, rollout_stream};
-use crate::http::caller::Caller;
 use crate::http::consistency::{wait_for_log, wait_for_projection};
-use crate::http::extract::{parse_rollout_id, visible_rollout};
+use crate::http::extract::RolloutRead;
 use crate::http::problem::Problem;
 use crate::http::query::{self, AsOfParam, Count, Limit, PageQuery, Query, StreamCursor};
 use crate::state::AppState;
 use crate::views::{EventView, ItemsPage, RolloutView};
 
 type Answer = Result<HttpResponse, Problem>;
-
-/// The path's rollout, if the caller may see it.
-async fn visible(state: &AppState, caller: &Caller, raw: &str) -> Result<RolloutId, Problem> {
-    let id = parse_rollout_id(raw)?;
-    visible_rollout(state, caller, &id).await?;
-    Ok(id)
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,21 +30,12 @@ pub struct AsOfQuery {
 
 /// `GET /v1/rollouts/{id}`: the rollout now, or `as_of` a position or time (by replay from
 /// the nearest checkpoint of the stream).
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    q: Query<AsOfQuery>,
-) -> Answer {
-    let id = parse_rollout_id(&path)?;
+pub async fn get(r: RolloutRead, q: Query<AsOfQuery>) -> Answer {
+    let RolloutRead { state, id, .. } = r;
     wait_for_log(&state, q.min_position.as_ref()).await?;
     let as_of = q.as_of.as_ref().map_or(AsOf::Position(u64::MAX), |a| a.0);
-    let (now, then, as_of_position) = state.cache.rollout_as_of(&*state.store, &id, as_of).await?;
-    // R11 is judged on the rollout as it is now, so a time before it existed leaks nothing.
-    let rollout = now.rollout().ok_or_else(Problem::rollout_not_found)?;
-    if !caller.may_see(&rollout.team) {
-        return Err(Problem::rollout_not_found());
-    }
+    // R11 was judged on the rollout as it is now, so a time before it existed leaks nothing.
+    let (_, then, as_of_position) = state.cache.rollout_as_of(&*state.store, &id, as_of).await?;
     let Some(r) = then.rollout() else {
         return Err(Problem::not_found(
             "the rollout did not exist at that point",
@@ -72,15 +55,10 @@ pub struct EventsQuery {
 }
 
 /// `GET /v1/rollouts/{id}/events`: the stream, upcast, in version order.
-pub async fn events(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    q: Query<EventsQuery>,
-) -> Answer {
+pub async fn events(r: RolloutRead, q: Query<EventsQuery>) -> Answer {
+    let RolloutRead { state, id, .. } = r;
     let limit = query::limit(&q.limit) as usize;
     wait_for_log(&state, q.min_position.as_ref()).await?;
-    let id = visible(&state, &caller, &path).await?;
     let after = q.cursor.as_ref().map_or(0, |c| c.0);
     let page = state
         .store
@@ -106,19 +84,17 @@ pub async fn events(
     }))
 }
 
-/// The rollout's recorded and decoded events, if the caller may see it.
-async fn visible_stream(
+/// The rollout's recorded and decoded events.
+async fn whole_stream(
     state: &AppState,
-    caller: &Caller,
-    raw: &str,
-) -> Result<(RolloutId, Vec<RecordedEvent>, Vec<RolloutEvent>), Problem> {
-    let id = visible(state, caller, raw).await?;
-    let recorded = read_whole_stream(&*state.store, &rollout_stream(&id)).await?;
+    id: &RolloutId,
+) -> Result<(Vec<RecordedEvent>, Vec<RolloutEvent>), Problem> {
+    let recorded = read_whole_stream(&*state.store, &rollout_stream(id)).await?;
     let events = recorded
         .iter()
         .map(decode_rollout)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((id, recorded, events))
+    Ok((recorded, events))
 }
 
 /// The slice of `positions` (ascending) after `after`, at most `limit` long, and the cursor
@@ -143,15 +119,11 @@ fn bounds(q: &PageQuery) -> Result<(u64, usize), Problem> {
 
 /// `GET /v1/rollouts/{id}/timeline`: the rollout's events with T+offsets from its start,
 /// guardrail breaches and post-mortem annotations marked.
-pub async fn timeline(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    q: Query<PageQuery>,
-) -> Answer {
+pub async fn timeline(r: RolloutRead, q: Query<PageQuery>) -> Answer {
+    let RolloutRead { state, id, .. } = r;
     let (after, limit) = bounds(&q)?;
     wait_for_projection(&state, q.min_position.as_ref()).await?;
-    let (id, recorded, events) = visible_stream(&state, &caller, &path).await?;
+    let (recorded, events) = whole_stream(&state, &id).await?;
     let entries = rollgate_projections::timeline(&recorded);
     let positions: Vec<u64> = entries.iter().map(|e| e.position).collect();
     let (start, end, next) = window(&positions, after, limit);
@@ -182,15 +154,11 @@ pub async fn timeline(
 }
 
 /// `GET /v1/rollouts/{id}/replay`: the rollout's state after each of its events.
-pub async fn replay(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    q: Query<PageQuery>,
-) -> Answer {
+pub async fn replay(r: RolloutRead, q: Query<PageQuery>) -> Answer {
+    let RolloutRead { state, id, .. } = r;
     let (after, limit) = bounds(&q)?;
     wait_for_projection(&state, q.min_position.as_ref()).await?;
-    let (id, recorded, _) = visible_stream(&state, &caller, &path).await?;
+    let (recorded, _) = whole_stream(&state, &id).await?;
     let positions: Vec<u64> = recorded.iter().map(|e| e.position).collect();
     let (start, end, next) = window(&positions, after, limit);
     // A step's state depends only on the events before it: replay the prefix only.
@@ -209,14 +177,9 @@ pub struct PostmortemQuery {
 }
 
 /// `GET /v1/rollouts/{id}/postmortem`: the post-mortem report, in Markdown.
-pub async fn postmortem(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    q: Query<PostmortemQuery>,
-) -> Answer {
-    wait_for_projection(&state, q.min_position.as_ref()).await?;
-    let (_, recorded, _) = visible_stream(&state, &caller, &path).await?;
+pub async fn postmortem(r: RolloutRead, q: Query<PostmortemQuery>) -> Answer {
+    wait_for_projection(&r.state, q.min_position.as_ref()).await?;
+    let (recorded, _) = whole_stream(&r.state, &r.id).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/markdown; charset=utf-8")
         .body(rollgate_projections::postmortem_markdown(&recorded)))
