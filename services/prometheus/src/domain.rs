@@ -152,3 +152,164 @@ pub async fn validate_plan(
     }
     Ok(invalid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluator::CriterionResult;
+    use crate::measure::{Measurement, Side};
+    use chrono::{DateTime, TimeZone, Utc};
+    use rollgate_domain::{
+        decide, evolve, Actor, ActorId, Context, CreateRolloutSpec, PolicySnapshot, Role,
+        RolloutId, RolloutState, Team, TeamScope,
+    };
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn ctx(actor: Actor, at: DateTime<Utc>) -> Context {
+        Context {
+            actor,
+            now: at,
+            policy: PolicySnapshot::default_for(&Team::parse("web").unwrap()),
+        }
+    }
+
+    fn alice() -> Actor {
+        Actor::new(
+            ActorId::parse("alice").unwrap(),
+            [Role::ReleaseManager],
+            TeamScope::parse(["web"]).unwrap(),
+        )
+    }
+
+    fn run(state: RolloutState, cmd: RolloutCommand, c: &Context) -> RolloutState {
+        let events = decide(&state, cmd, c).expect("decided");
+        events.iter().fold(state, evolve)
+    }
+
+    /// A running rollout at stage `canary` (entered at t(0)) with one query criterion.
+    fn running() -> RolloutState {
+        let spec: CreateRolloutSpec = serde_json::from_value(serde_json::json!({
+            "feature_key": "checkout",
+            "title": "t",
+            "team": "web",
+            "plan": {"owner": "alice", "stages": [{
+                "name": "canary",
+                "audience": {"percentage": 10},
+                "min_soak_seconds": 0,
+                "evaluation_interval_seconds": 5,
+                "rollback_criteria": [{
+                    "metric": "error_rate",
+                    "query": "sum(x{stage=\"{{stage}}\"})",
+                    "samples_query": "sum(y)",
+                    "comparator": "gt", "threshold": 0.05
+                }],
+                "approvals": [{"roles": ["approver"], "count": 1}]
+            }]}
+        }))
+        .unwrap();
+        let id = RolloutId::new(uuid::Uuid::from_u128(9));
+        let create = spec.parse(id).unwrap();
+        let state = run(RolloutState::default(), create, &ctx(alice(), t(-10)));
+        run(state, RolloutCommand::Start, &ctx(alice(), t(0)))
+    }
+
+    fn evaluation(k: u64, value: Option<f64>) -> StageEvaluation {
+        let measured = match value {
+            Some(v) => Measured::Observed {
+                canary: Side {
+                    value: v,
+                    samples: Some(500),
+                },
+                baseline: None,
+            },
+            None => Measured::Inconclusive {
+                field: "query".into(),
+                code: "unreachable".into(),
+                reason: "cannot reach Prometheus: connection refused".into(),
+            },
+        };
+        StageEvaluation {
+            stage: 0,
+            interval_index: k,
+            scheduled_at: t(5 * k as i64),
+            evaluated_at: t(5 * k as i64),
+            results: vec![CriterionResult {
+                metric: "error_rate".into(),
+                measurement: Measurement {
+                    queries: CriterionQueries {
+                        query: "sum(x{stage=\"canary\"})".into(),
+                        samples_query: Some("sum(y)".into()),
+                        baseline_query: None,
+                        baseline_samples_query: None,
+                    },
+                    evaluated_at: t(5 * k as i64),
+                    measured,
+                },
+            }],
+        }
+    }
+
+    fn system() -> Actor {
+        Actor::system(ActorId::parse("rollgate-evaluator").unwrap())
+    }
+
+    #[test]
+    fn the_active_stage_comes_from_the_running_rollout() {
+        let state = running();
+        let stage = active_stage(state.rollout().unwrap()).expect("running with a query");
+        assert_eq!(stage.stage_name, "canary");
+        assert_eq!(stage.entered_at, t(0));
+        assert_eq!(stage.interval, Duration::from_secs(5));
+        assert_eq!(stage.criteria.len(), 1);
+        assert_eq!(
+            stage.criteria[0].queries.query,
+            "sum(x{stage=\"{{stage}}\"})"
+        );
+        assert_eq!(stage.last_interval, None);
+    }
+
+    #[test]
+    fn a_recorded_interval_is_remembered_by_the_state() {
+        let state = running();
+        let state = run(
+            state,
+            record_command(&evaluation(2, Some(0.01))),
+            &ctx(system(), t(11)),
+        );
+        let stage = active_stage(state.rollout().unwrap()).unwrap();
+        assert_eq!(stage.last_interval, Some(2), "a restart resumes after it");
+    }
+
+    #[test]
+    fn inconclusive_measurements_carry_their_reason_and_no_value() {
+        let cmd = record_command(&evaluation(1, None));
+        let RolloutCommand::RecordEvaluation { evaluations } = &cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(evaluations[0].value, None);
+        let why = evaluations[0].inconclusive.as_deref().unwrap();
+        assert!(
+            why.contains("cannot reach Prometheus") && why.contains("unreachable"),
+            "{why}"
+        );
+        // The domain accepts it from the system actor, never from a caller.
+        let state = run(running(), cmd.clone(), &ctx(system(), t(6)));
+        assert!(active_stage(state.rollout().unwrap()).is_some());
+        assert!(decide(&running(), cmd, &ctx(alice(), t(6))).is_err());
+    }
+
+    #[test]
+    fn a_breach_stops_the_evaluations() {
+        let state = run(
+            running(),
+            record_command(&evaluation(1, Some(0.5))),
+            &ctx(system(), t(6)),
+        );
+        let r = state.rollout().unwrap();
+        assert_ne!(r.status, RolloutStatus::Running, "paused by the breach");
+        assert_eq!(active_stage(r), None);
+    }
+}
