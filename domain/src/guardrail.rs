@@ -496,6 +496,17 @@ mod tests {
     }
 
     #[test]
+    fn a_reading_parses_only_with_a_finite_value() {
+        let m = MetricName::parse("error_rate").unwrap();
+        let r = Reading::parse(m.clone(), 0.5, 10, time(0)).unwrap();
+        assert_eq!((r.value, r.samples, r.observed_at), (0.5, 10, time(0)));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = Reading::parse(m.clone(), bad, 10, time(0)).unwrap_err();
+            assert_eq!(e.field, "value");
+        }
+    }
+
+    #[test]
     fn success_and_rollback_semantics() {
         let ok = crit(Comparator::Lte, 0.005, 500);
         let bad = crit(Comparator::Gt, 0.02, 200);

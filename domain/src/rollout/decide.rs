@@ -784,7 +784,9 @@ fn advance(
             .iter()
             .map(|a| a.roles.clone())
             .collect();
-        if all.len() > valid.len() && quorum::assign(&target.approvals, &all).is_satisfied() {
+        // The quorum is short of valid approvals; if every approval ever given
+        // would have met it, the shortfall is theirs going stale (R6).
+        if quorum::assign(&target.approvals, &all).is_satisfied() {
             unmet_if(
                 Rule::R6,
                 "approvals",
