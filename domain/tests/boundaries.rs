@@ -217,3 +217,20 @@ fn texts_may_be_10000_bytes_and_not_one_more() {
         .when(decision("a".repeat(10_001)), &ctx(&ann(), 5))
         .then_invalid("rationale");
 }
+
+#[test]
+fn a_short_quorum_names_only_the_rules_still_missing_approvals() {
+    // both approvers approved; only the sre rule is short
+    let s = Scenario::requested()
+        .approve(&ann(), 1, 20)
+        .approve(&abe(), 1, 20)
+        .readings(vec![reading("error_rate", 0.001, 500, 30)], 30);
+    let e = given_scenario(&s)
+        .when(advance(1), &ctx(&rita(), 3600))
+        .then_error(Rule::R4);
+    let rollgate_domain::DomainError::AdvanceBlocked { unmet, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(unmet.len(), 1, "{unmet:?}");
+    assert_eq!(unmet[0].detail, "quorum not met: needs 1 more of sre");
+}
