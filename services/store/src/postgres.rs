@@ -25,8 +25,7 @@ use crate::{
 
 pub const NOTIFY_CHANNEL: &str = "rollgate_events";
 
-const SELECT_EVENT: &str = "SELECT position, stream, version, id, event_type, schema_version, \
-     payload, metadata, recorded_at, prev_hash, hash FROM events";
+use crate::sql::statements::{self, SELECT_EVENT};
 
 pub struct PgStore {
     pool: PgPool,
@@ -296,14 +295,12 @@ impl EventStore for PgStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_EVENT} WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
-        ))
-        .bind(stream)
-        .bind(from_version as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(statements::READ_STREAM)
+            .bind(stream)
+            .bind(from_version as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -312,29 +309,24 @@ impl EventStore for PgStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2"
-        ))
-        .bind(after_position as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(statements::READ_ALL)
+            .bind(after_position as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = $1")
-                .bind(stream)
-                .fetch_one(&self.pool)
-                .await?;
+        let v: Option<i64> = sqlx::query_scalar(statements::STREAM_VERSION)
+            .bind(stream)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(v.unwrap_or(0) as u64)
     }
 
     async fn head(&self) -> Result<Head, StoreError> {
-        let row = sqlx::query("SELECT position, hash FROM event_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(statements::HEAD).fetch_one(&self.pool).await?;
         Ok(Head {
             position: row.try_get::<i64, _>("position")? as u64,
             hash: row.try_get("hash")?,

@@ -286,3 +286,27 @@ impl DatabasePool {
         crate::with_conn!(self, |conn| conn.fetch_optional(sql, args, tys).await)
     }
 }
+
+/// Statements both backends run as written (`$n` placeholders work on both); the backends
+/// differ only in how they bind and decode.
+pub(crate) mod statements {
+    /// Every column of a stored event, in the order the backends decode them.
+    macro_rules! select_event {
+        () => {
+            "SELECT position, stream, version, id, event_type, schema_version, payload, \
+             metadata, recorded_at, prev_hash, hash FROM events"
+        };
+    }
+
+    pub const SELECT_EVENT: &str = select_event!();
+    pub const READ_STREAM: &str = concat!(
+        select_event!(),
+        " WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
+    );
+    pub const READ_ALL: &str = concat!(
+        select_event!(),
+        " WHERE position > $1 ORDER BY position LIMIT $2"
+    );
+    pub const STREAM_VERSION: &str = "SELECT MAX(version) FROM events WHERE stream = $1";
+    pub const HEAD: &str = "SELECT position, hash FROM event_head WHERE id = 1";
+}

@@ -26,8 +26,7 @@ use crate::{
     StoreError, StoreOptions,
 };
 
-const SELECT_EVENT: &str = "SELECT position, stream, version, id, event_type, schema_version, \
-     payload, metadata, recorded_at, prev_hash, hash FROM events";
+use crate::sql::statements::{self, SELECT_EVENT};
 
 /// Rows per INSERT statement (11 parameters each, well under SQLite's variable limit).
 const INSERT_CHUNK: usize = 500;
@@ -245,14 +244,12 @@ impl EventStore for SqliteStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_EVENT} WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?"
-        ))
-        .bind(stream)
-        .bind(from_version as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(statements::READ_STREAM)
+            .bind(stream)
+            .bind(from_version as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -261,18 +258,16 @@ impl EventStore for SqliteStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_EVENT} WHERE position > ? ORDER BY position LIMIT ?"
-        ))
-        .bind(after_position as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(statements::READ_ALL)
+            .bind(after_position as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = ?")
+        let v: Option<i64> = sqlx::query_scalar(statements::STREAM_VERSION)
             .bind(stream)
             .fetch_one(&self.pool)
             .await?;
@@ -280,9 +275,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn head(&self) -> Result<Head, StoreError> {
-        let row = sqlx::query("SELECT position, hash FROM event_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(statements::HEAD).fetch_one(&self.pool).await?;
         Ok(Head {
             position: row.try_get::<i64, _>("position")? as u64,
             hash: row.try_get("hash")?,
