@@ -775,6 +775,10 @@ fn check_agreement(
     for (t, ok) in pairs {
         let g = gate(r, &s.policy, at(now), t);
         seen.borrow_mut().insert((t.as_str(), g.verdict));
+        if matches!(t, Transition::Advance { .. }) && blocking(&g) == ["freeze"] {
+            // an advance held back by the freeze alone
+            seen.borrow_mut().insert(("frozen", g.verdict));
+        }
         prop_assert_eq!(
             g.verdict == GateVerdict::Allow,
             ok,
@@ -916,12 +920,15 @@ fn the_gate_agrees_with_decide_over_generated_histories() {
         failure_persistence: None,
         ..Config::default()
     });
+    // Half the histories start from a running rollout, so that freezes (which
+    // also block the start) meet advances.
     let history = (
         prop::collection::vec(op(), 10..80),
-        prop::option::of((0i64..20_000, 600i64..8000)),
+        prop::option::of((1i64..8000, 600i64..30_000)),
+        any::<bool>(),
     );
     runner
-        .run(&history, |(ops, freeze)| {
+        .run(&history, |(ops, freeze, started)| {
             let policy = match freeze {
                 Some((start, len)) => frozen_from(start, start + len),
                 None => policy(),
@@ -930,6 +937,24 @@ fn the_gate_agrees_with_decide_over_generated_histories() {
                 Scenario::new()
                     .with_policy(policy)
                     .run(&rita(), 0, create_cmd(test_plan()));
+            if started {
+                s = s
+                    .run(
+                        &rita(),
+                        0,
+                        C::SignOffReadiness {
+                            item_key: "qa".into(),
+                        },
+                    )
+                    .run(
+                        &sam(),
+                        0,
+                        C::SignOffReadiness {
+                            item_key: "runbook".into(),
+                        },
+                    )
+                    .run(&rita(), 0, C::Start);
+            }
             let (mut now, mut n) = (0i64, 0u128);
             check_agreement(&s, now, &seen)?;
             let expanded = ops.iter().flat_map(|op| match op {
@@ -956,6 +981,10 @@ fn the_gate_agrees_with_decide_over_generated_histories() {
     for v in [GateVerdict::Allow, GateVerdict::Wait, GateVerdict::Deny] {
         assert!(seen.contains(&("advance", v)), "no {v} advance in {seen:?}");
     }
+    assert!(
+        seen.contains(&("frozen", GateVerdict::Wait)),
+        "no advance held back by a freeze alone in {seen:?}"
+    );
     for t in ["start", "resume", "complete", "pause", "rollback"] {
         assert!(
             seen.contains(&(t, GateVerdict::Allow)),
