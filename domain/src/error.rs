@@ -5,9 +5,12 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::values::{ActorId, DeviationId, FreezeId, RequestId, Role, StageIndex, Team};
+use crate::values::{
+    ActorId, DeviationId, FreezeId, MetricName, RequestId, Role, StageIndex, Team,
+};
 
 /// One invalid input, located by a JSON-pointer-like path such as
 /// `plan.stages[1].audience.percentage`.
@@ -384,6 +387,17 @@ pub enum DomainError {
     /// A freeze or policy change that does not fit the policy state.
     #[error("policy: {0}")]
     PolicyConflict(String),
+
+    /// An evaluation of a metric whose scheduled instant is not after the latest one recorded
+    /// for it at this stage: each interval is recorded once, whoever evaluates it again.
+    #[error(
+        "{metric} is already evaluated at this stage up to {latest}: an evaluation scheduled at {evaluated_at} is not newer"
+    )]
+    AlreadyEvaluated {
+        metric: MetricName,
+        evaluated_at: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    },
 }
 
 impl DomainError {
@@ -425,6 +439,7 @@ impl DomainError {
             | Self::NoNextStage { .. }
             | Self::NotAtLastStage { .. }
             | Self::AlreadySignedOff { .. }
+            | Self::AlreadyEvaluated { .. }
             | Self::PolicyConflict(_) => None,
         }
     }
@@ -459,6 +474,7 @@ impl DomainError {
             | Self::NoNextStage { .. }
             | Self::NotAtLastStage { .. }
             | Self::AlreadySignedOff { .. }
+            | Self::AlreadyEvaluated { .. }
             | Self::PolicyConflict(_) => ErrorKind::Conflict,
         }
     }

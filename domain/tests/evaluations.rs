@@ -738,6 +738,77 @@ fn with_record_the_inconclusive_evaluations_are_only_recorded() {
         .then_types(&["ReadingsRecorded"]);
 }
 
+#[test]
+fn an_interval_already_recorded_for_a_metric_is_refused_and_nothing_is_written() {
+    // given intervals 1 and 2 (scheduled at 15 s and 30 s) recorded
+    let s = running_with(query_stage)
+        .run(
+            &evaluator(),
+            15,
+            record(vec![evaluation(Some(0.001), 500, 15)]),
+        )
+        .run(
+            &evaluator(),
+            30,
+            record(vec![evaluation(Some(0.001), 500, 30)]),
+        );
+    let already = |e: &DomainError| {
+        matches!(e, DomainError::AlreadyEvaluated { latest, .. } if *latest == at(30))
+            && e.kind() == ErrorKind::Conflict
+            && e.rule().is_none()
+    };
+    // when interval 2 comes again (a restart, or a second instance), later on the clock,
+    // even with another value or as inconclusive: refused
+    given_scenario(&s)
+        .when(
+            record(vec![evaluation(Some(0.09), 5000, 30)]),
+            &ctx(&evaluator(), 40),
+        )
+        .then_refused(already);
+    given_scenario(&s)
+        .when(
+            record(vec![failed("no series", 30)]),
+            &ctx(&evaluator(), 40),
+        )
+        .then_refused(already);
+    // an older interval is refused as well
+    given_scenario(&s)
+        .when(
+            record(vec![evaluation(Some(0.001), 500, 15)]),
+            &ctx(&evaluator(), 40),
+        )
+        .then_refused(already);
+    // one batch naming the metric twice at one instant records it once: refused
+    given_scenario(&s)
+        .when(
+            record(vec![
+                evaluation(Some(0.001), 500, 45),
+                evaluation(Some(0.001), 500, 45),
+            ]),
+            &ctx(&evaluator(), 45),
+        )
+        .then_refused(
+            |e| matches!(e, DomainError::AlreadyEvaluated { latest, .. } if *latest == at(45)),
+        );
+    // the next interval is recorded
+    given_scenario(&s)
+        .when(
+            record(vec![evaluation(Some(0.001), 500, 45)]),
+            &ctx(&evaluator(), 45),
+        )
+        .then_types(&["ReadingsRecorded"]);
+    // and the kept state still holds interval 2, counted once
+    let kept = s
+        .state
+        .rollout()
+        .unwrap()
+        .readings
+        .evaluation(&MetricName::parse("error_rate").unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!((kept.count, kept.latest.evaluated_at), (2, at(30)));
+}
+
 // --- storage ---------------------------------------------------------------------------------
 
 #[test]

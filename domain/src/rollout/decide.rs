@@ -4,7 +4,7 @@
 //! answered as "not found"), R10 (read-only roles), the command's role
 //! permission, then lifecycle and rule checks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -16,7 +16,7 @@ use crate::guardrail::{
 };
 use crate::plan::OnBreach;
 use crate::plan::OnInconclusive;
-use crate::values::{Actor, Role, StageIndex};
+use crate::values::{Actor, MetricName, Role, StageIndex};
 
 use super::command::{title_error, RolloutCommand};
 use super::event::{CountedApproval, RolloutEvent};
@@ -344,6 +344,7 @@ pub fn decide(
                 check_evaluation(&mut errors, r, stage, at, i, e);
             }
             errors.into_result(())?;
+            not_yet_evaluated(r, &evaluations)?;
             let mut all = r.readings.clone();
             all.record_evaluations(&evaluations, at, stage);
             let event = RolloutEvent::ReadingsRecorded {
@@ -990,6 +991,35 @@ fn check_evaluation(
         &format!("{path}.evaluated_at"),
         e.evaluated_at,
     );
+}
+
+/// Each scheduled interval is recorded once per metric: an evaluation whose
+/// `evaluated_at` (its scheduled instant, `entered_at + k × interval`) is not
+/// after the latest one recorded for its metric at this stage is refused as a
+/// whole batch (409, nothing written), and so is a batch naming a metric twice
+/// at one instant. Refusing rather than ignoring keeps the outcome visible to
+/// the evaluator (a restart or a second instance learns that the interval is
+/// done) and never answers "recorded" for something that was not.
+fn not_yet_evaluated(r: &Rollout, evaluations: &[QueryEvaluation]) -> Result<(), DomainError> {
+    let mut latest: BTreeMap<&MetricName, DateTime<Utc>> = r
+        .readings
+        .evaluations()
+        .iter()
+        .map(|(m, e)| (m, e.latest.evaluated_at))
+        .collect();
+    for e in evaluations {
+        if let Some(seen) = latest.get(&e.metric) {
+            if e.evaluated_at <= *seen {
+                return Err(DomainError::AlreadyEvaluated {
+                    metric: e.metric.clone(),
+                    evaluated_at: e.evaluated_at,
+                    latest: *seen,
+                });
+            }
+        }
+        latest.insert(&e.metric, e.evaluated_at);
+    }
+    Ok(())
 }
 
 /// Records a batch of readings or evaluations (`recorded`), then reacts to the
