@@ -148,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Commands::Serve(args) => {
             init_logs(&args.log_format);
+            args.check_dev_keys()?;
             let app = Application::build(&args, clock).await?;
             tracing::info!(port = app.port(), "rollgate listening");
             app.run_until_stopped().await?;

@@ -38,6 +38,39 @@ fn bad_database_url_is_one_clear_line() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Development keys are used unasked only on a loopback address with embedded SQLite:
+/// anywhere else `serve` stops with one line naming the key options, before it creates a
+/// database, a key or a listener.
+#[test]
+fn serve_refuses_development_keys_outside_the_zero_configuration_case() {
+    for args in [
+        vec!["serve", "--listen", "0.0.0.0:0"],
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(rollgate(dir.path()).args(&args));
+        assert_ne!(code, 0, "{args:?}");
+        let line = err.trim();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        for option in [
+            "--jwt-public-key",
+            "--jwt-jwks",
+            "--oidc-issuer",
+            "--dev-keys",
+        ] {
+            assert!(line.contains(option), "{args:?}: {line}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+}
+
 #[test]
 fn unreachable_database_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
