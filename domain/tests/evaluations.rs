@@ -809,6 +809,90 @@ fn an_interval_already_recorded_for_a_metric_is_refused_and_nothing_is_written()
     assert_eq!((kept.count, kept.latest.evaluated_at), (2, at(30)));
 }
 
+#[test]
+fn each_criterion_of_the_stage_shows_its_last_evaluation_and_verdict() {
+    use rollgate_domain::guardrail::CriterionKind;
+    use rollgate_domain::rollout::LastObservation;
+    use rollgate_domain::Verdict;
+    // given a running stage judged by queries, nothing evaluated yet
+    let s = running_with(query_stage);
+    let r = s.state.rollout().unwrap();
+    let status = r.criteria_status();
+    let shape: Vec<_> = status
+        .iter()
+        .map(|c| (c.kind, c.index, c.evaluation.verdict, c.last.is_some()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (CriterionKind::Success, 0, Verdict::Inconclusive, false),
+            (CriterionKind::Rollback, 0, Verdict::Inconclusive, false),
+        ]
+    );
+    // when an evaluation is recorded, both criteria on its metric stand on it
+    let s = s.run(
+        &evaluator(),
+        15,
+        record(vec![evaluation(Some(0.001), 500, 15)]),
+    );
+    let r = s.state.rollout().unwrap();
+    for c in r.criteria_status() {
+        assert_eq!(c.evaluation.verdict, Verdict::Pass);
+        assert_eq!(
+            (c.evaluation.value, c.evaluation.samples),
+            (Some(0.001), 500)
+        );
+        let Some(LastObservation::Prometheus(e)) = c.last else {
+            panic!("judged on an evaluation: {c:?}")
+        };
+        assert_eq!((e.latest.evaluated_at, e.recorded_at), (at(15), at(15)));
+    }
+    // an inconclusive one carries its reason
+    let s = s.run(&evaluator(), 30, record(vec![failed("no series", 30)]));
+    let r = s.state.rollout().unwrap();
+    let c = &r.criteria_status()[1];
+    assert_eq!(c.evaluation.verdict, Verdict::Inconclusive);
+    assert_eq!(c.evaluation.reason.as_deref(), Some("no series"));
+    // a baseline criterion shows both sides (1.1 times the baseline: within 1.2)
+    let s = running_with(baseline_stage).run(
+        &evaluator(),
+        15,
+        record(vec![with_baseline(
+            evaluation(Some(0.011), 500, 15),
+            0.01,
+            400,
+        )]),
+    );
+    let r = s.state.rollout().unwrap();
+    let c = &r.criteria_status()[0];
+    assert_eq!(c.evaluation.verdict, Verdict::Pass);
+    assert_eq!(
+        (c.evaluation.baseline_value, c.evaluation.baseline_samples),
+        (Some(0.01), Some(400))
+    );
+    // a posted criterion stands on the latest posted reading
+    let s = running_with(|_| {}).run(
+        &bot(),
+        20,
+        C::RecordReadings {
+            readings: vec![reading("error_rate", 0.001, 5000, 20)],
+        },
+    );
+    let r = s.state.rollout().unwrap();
+    let posted: Vec<_> = r
+        .criteria_status()
+        .into_iter()
+        .filter(|c| c.criterion.metric.as_str() == "error_rate")
+        .collect();
+    assert!(!posted.is_empty());
+    for c in posted {
+        let Some(LastObservation::Posted(m)) = c.last else {
+            panic!("judged on a posted reading: {c:?}")
+        };
+        assert_eq!(m.latest.recorded_at, at(20));
+    }
+}
+
 // --- storage ---------------------------------------------------------------------------------
 
 #[test]

@@ -79,6 +79,6 @@ pub use event::{
     SCHEMA_VERSION,
 };
 pub use state::{
-    evolve, AdvanceRequest, Approval, Deviation, DeviationStatus, RequestStatus, Rollout,
-    RolloutState, RolloutStatus,
+    evolve, AdvanceRequest, Approval, CriterionStatus, Deviation, DeviationStatus, LastObservation,
+    RequestStatus, Rollout, RolloutState, RolloutStatus,
 };

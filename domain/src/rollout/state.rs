@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Rule;
-use crate::guardrail::StageReadings;
-use crate::plan::{Plan, Stage};
+use crate::guardrail::{
+    evaluate, CriterionKind, Evaluation, MetricEvaluations, MetricReadings, StageReadings,
+};
+use crate::plan::{Criterion, Plan, Stage};
 use crate::values::{
     ActorId, AnnotationId, DecisionId, DeviationId, FeatureKey, Percentage, ReadinessKey,
     RequestId, Role, RolloutId, StageIndex, Team,
@@ -254,6 +256,62 @@ impl Rollout {
         self.position = position;
         self.stage_entered_at = Some(at);
         self.readings = StageReadings::default();
+    }
+}
+
+/// What a criterion of the current stage was last judged on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LastObservation<'a> {
+    /// The latest reading posted for its metric.
+    Posted(&'a MetricReadings),
+    /// rollgate's latest evaluation of its queries.
+    Prometheus(&'a MetricEvaluations),
+}
+
+/// One criterion of the current stage, its verdict on what the stage keeps, and the last
+/// reading or evaluation that verdict stands on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CriterionStatus<'a> {
+    pub kind: CriterionKind,
+    /// Its place in the stage's `success_criteria` or `rollback_criteria`.
+    pub index: usize,
+    pub criterion: &'a Criterion,
+    pub evaluation: Evaluation,
+    /// `None` before anything was recorded for it at this stage.
+    pub last: Option<LastObservation<'a>>,
+}
+
+impl Rollout {
+    /// Every criterion of the current stage (success, then rollback) judged now: a query
+    /// criterion on rollgate's latest evaluation of its metric, any other on the latest
+    /// posted reading. Empty at 0 % exposure.
+    pub fn criteria_status(&self) -> Vec<CriterionStatus<'_>> {
+        let Some(stage) = self.current_stage() else {
+            return Vec::new();
+        };
+        let lists = [
+            (CriterionKind::Success, &stage.success_criteria),
+            (CriterionKind::Rollback, &stage.rollback_criteria),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(kind, list)| list.iter().enumerate().map(move |(i, c)| (kind, i, c)))
+            .map(|(kind, index, criterion)| CriterionStatus {
+                kind,
+                index,
+                criterion,
+                evaluation: evaluate(criterion, kind, &self.readings),
+                last: if criterion.queries.is_some() {
+                    self.readings
+                        .evaluation(&criterion.metric)
+                        .map(LastObservation::Prometheus)
+                } else {
+                    self.readings
+                        .metric(&criterion.metric)
+                        .map(LastObservation::Posted)
+                },
+            })
+            .collect()
     }
 }
 
