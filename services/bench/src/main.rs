@@ -189,6 +189,8 @@ impl Server {
         let child = Command::new(binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", url, "--db-max-connections", "40"])
+            // Development keys on PostgreSQL must be asked for explicitly.
+            .arg("--dev-keys")
             .arg("--dev-key-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
