@@ -753,7 +753,9 @@ pub(crate) fn decision_of(d: &Decoded<'_>) -> Option<DecisionFields> {
                 ..base(kind::FREEZE_LIFTED, *at)
             },
         },
-        Body::Undecodable(_) => return None,
+        Body::Binding(_) | Body::Webhook(_) | Body::Integration(_) | Body::Undecodable(_) => {
+            return None
+        }
     })
 }
 
