@@ -490,6 +490,64 @@ async fn secrets_and_teams(kind: Backend) {
     }
 }
 
+/// R12 on binding events, as for every other command: a person's create and a tool's
+/// answer carry the actor and its roles, the team, request and correlation ids, the policy
+/// version in force and the recorded time.
+async fn binding_events_carry_r12_metadata(kind: Backend) {
+    let app = TestApp::spawn(kind).await;
+    let id = running_example(&app).await;
+    let canary = bind(
+        &app,
+        &id,
+        json!({"kind": "flagger_canary", "namespace": "test", "name": "podinfo"}),
+    )
+    .await;
+    let (status, line) = promote(&app, &canary).await;
+    assert!(status == 200 || status == 403, "{status}: {line}");
+
+    let export = app
+        .client
+        .get(format!("{}/v1/audit/export", app.address))
+        .bearer_auth(app.token("auditor-all", &["auditor"], &["*"]))
+        .send()
+        .await
+        .expect("export request");
+    assert_eq!(export.status().as_u16(), 200);
+    let text = export.text().await.unwrap();
+    let stream = format!("binding-{}", canary.id);
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("an NDJSON line"))
+        .filter(|e| e["stream"] == stream.as_str())
+        .collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["BindingCreated", "GateAnswered"], "{text}");
+    for e in &events {
+        let md = &e["metadata"];
+        assert_eq!(md["team"], "web", "{e}");
+        assert!(
+            md["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{e}"
+        );
+        assert!(
+            md["correlation_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{e}"
+        );
+        assert!(md["policy_version"].is_u64(), "{e}");
+        assert!(e["recorded_at"].as_str().is_some(), "{e}");
+    }
+    assert_eq!(events[0]["metadata"]["actor"]["id"], GINA.sub);
+    assert_eq!(
+        events[0]["metadata"]["actor"]["roles"],
+        json!(["governance_admin"])
+    );
+    assert_eq!(events[1]["metadata"]["actor"]["id"], "flagger:test/podinfo");
+    assert_eq!(events[1]["metadata"]["actor"]["roles"], json!(["service"]));
+}
+
 #[test]
 fn the_argo_fixture_names_a_json_path() {
     // the documented metric picks a field with `jsonPath`; rollgate's answer has `result`
@@ -497,4 +555,8 @@ fn the_argo_fixture_names_a_json_path() {
     assert!(ARGO_METRIC.contains("Authorization"));
 }
 
-both_backends!(scripted_rollout, secrets_and_teams);
+both_backends!(
+    scripted_rollout,
+    secrets_and_teams,
+    binding_events_carry_r12_metadata
+);

@@ -19,8 +19,8 @@ use crate::http::metrics::Metrics;
 use crate::http::observe;
 use crate::http::problem::Problem;
 use crate::routes::{
-    audit, deviations, gates, health, lists, policies, rollout_commands as commands,
-    rollout_reads as reads, stream,
+    audit, bindings, deviations, flagger, flags, gates, health, lists, policies,
+    rollout_commands as commands, rollout_reads as reads, stream,
 };
 use crate::state::AppState;
 
@@ -281,14 +281,14 @@ route_table! {
     get "/v1/audit/head" => audit::head,
     get "/v1/events/stream" => stream::events,
     get "/v1/rollouts/{id}/gate" => gates::rollout_gate,
-    post "/v1/bindings" => gates::create_binding,
-    get "/v1/bindings/{bid}" => gates::get_binding,
-    post "/v1/bindings/{bid}/rotate-secret" => gates::rotate_secret,
-    post "/v1/bindings/{bid}/revoke" => gates::revoke,
-    get "/v1/bindings/{bid}/answers" => gates::answers,
-    post "/v1/integrations/flagger" => gates::flagger,
+    post "/v1/bindings" => bindings::create_binding,
+    get "/v1/bindings/{bid}" => bindings::get_binding,
+    post "/v1/bindings/{bid}/rotate-secret" => bindings::rotate_secret,
+    post "/v1/bindings/{bid}/revoke" => bindings::revoke,
+    get "/v1/bindings/{bid}/answers" => bindings::answers,
+    post "/v1/integrations/flagger" => flagger::flagger,
     get "/v1/integrations/argo/{bid}/gate" => gates::argo,
-    get "/v1/flags/flagd.json" => gates::flagd,
+    get "/v1/flags/flagd.json" => flags::flagd,
 }
 
 /// Every route the server answers. `/metrics` is here unless it has an address of its own.

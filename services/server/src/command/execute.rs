@@ -61,7 +61,7 @@ pub struct Issuer<'a> {
 }
 
 impl Issuer<'_> {
-    fn metadata(&self, team: &Team, policy_version: u64) -> Value {
+    pub(super) fn metadata(&self, team: &Team, policy_version: u64) -> Value {
         let mut md = json!({
             "actor": { "id": self.actor.id.as_str(), "roles": self.actor.roles },
             "team": team.as_str(),
@@ -130,7 +130,7 @@ impl Issuer<'_> {
 
     /// Appends decided events; `None` when the command must be decided again (a lost race,
     /// or a run of the same command under the same key that was not committed after all).
-    async fn append(
+    pub(super) async fn append(
         &self,
         stream: &str,
         expected: ExpectedVersion,
@@ -246,7 +246,10 @@ impl Issuer<'_> {
 }
 
 /// The policy in force for `team` (defaults until one is published).
-async fn policy_snapshot(state: &AppState, team: &Team) -> Result<PolicySnapshot, Problem> {
+pub(crate) async fn policy_snapshot(
+    state: &AppState,
+    team: &Team,
+) -> Result<PolicySnapshot, Problem> {
     Ok(state.cache.policy(&*state.store, team).await?.0.snapshot())
 }
 

@@ -1,7 +1,9 @@
-//! The write side: running a command against its stream ([`execute`]), the ids it mints
-//! ([`ids`]) and the folded states it starts from ([`cache`]). Nothing here knows HTTP
-//! beyond answering a [`crate::http::problem::Problem`].
+//! The write side: running a command against its stream ([`execute`]; binding commands in
+//! [`bindings`]), the ids it mints ([`ids`]) and the folded states it starts from
+//! ([`cache`]). Nothing here knows HTTP beyond answering a
+//! [`crate::http::problem::Problem`].
 
+pub mod bindings;
 pub mod cache;
 pub mod execute;
 pub mod ids;

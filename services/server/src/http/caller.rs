@@ -55,6 +55,20 @@ impl Caller {
         self.actor.may_access(team)
     }
 
+    /// Reads open to every role (a gate, a flag file): a caller with a role this service
+    /// knows.
+    pub fn require_some_role(&self, action: &str) -> Result<(), Problem> {
+        if self.actor.roles.is_empty() {
+            return Err(rollgate_domain::DomainError::Permission {
+                actor: self.actor.id.clone(),
+                action: action.to_owned(),
+                needed: rollgate_domain::Role::ALL.to_vec(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// R11 for a team the caller names (a policy, a new rollout): another team's answers
     /// as a team that does not exist.
     pub fn require_team(&self, team: &Team) -> Result<(), Problem> {

@@ -75,7 +75,8 @@ async fn state_and_caller(req: &HttpRequest) -> Result<(web::Data<AppState>, Cal
     Ok((state, authenticate_refreshing(req).await?))
 }
 
-fn meta_of(req: &HttpRequest) -> RequestMeta {
+/// The request facts its events record (R12).
+pub fn meta_of(req: &HttpRequest) -> RequestMeta {
     let request_id = req
         .extensions()
         .get::<RequestId>()
@@ -145,7 +146,8 @@ impl Write {
         self.ids.named(label)
     }
 
-    fn issuer(&self) -> Issuer<'_> {
+    /// Who issues this request's command.
+    pub fn issuer(&self) -> Issuer<'_> {
         Issuer {
             state: &self.state,
             actor: &self.caller.actor,

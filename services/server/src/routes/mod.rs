@@ -2,7 +2,10 @@
 //! rest. The route table is in [`crate::app`].
 
 pub mod audit;
+pub mod bindings;
 pub mod deviations;
+pub mod flagger;
+pub mod flags;
 pub mod gates;
 pub mod health;
 pub mod lists;
