@@ -67,6 +67,94 @@ pub struct RolloutView<'a> {
     pub updated_at: DateTime<Utc>,
     pub version: u64,
     pub as_of_position: Option<u64>,
+    /// Each criterion of the current stage with its last evaluation (empty at 0 %).
+    pub criteria: Vec<CriterionView<'a>>,
+}
+
+/// One criterion of the current stage as `GET /v1/rollouts/{id}` shows it.
+#[derive(Debug, Serialize)]
+pub struct CriterionView<'a> {
+    pub kind: rollgate_domain::CriterionKind,
+    /// Its place in the stage's `success_criteria` or `rollback_criteria`.
+    pub index: usize,
+    pub metric: &'a rollgate_domain::MetricName,
+    /// `prometheus` for a query criterion (rollgate evaluates it), else `posted`.
+    pub source: rollgate_domain::guardrail::ReadingSource,
+    /// The verdict on the last evaluation (inconclusive when there is none).
+    pub verdict: rollgate_domain::Verdict,
+    /// Why the verdict is inconclusive, when the evaluation said why.
+    pub reason: Option<String>,
+    pub last_evaluation: Option<LastEvaluationView<'a>>,
+}
+
+/// The last reading or evaluation a criterion was judged on.
+#[derive(Debug, Serialize)]
+pub struct LastEvaluationView<'a> {
+    pub source: rollgate_domain::guardrail::ReadingSource,
+    /// The instant the values stand for: the scheduled evaluation time for `prometheus`, the
+    /// reading's `observed_at` for `posted`.
+    pub evaluated_at: DateTime<Utc>,
+    /// When rollgate recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// The queries as run (templates expanded); `prometheus` only.
+    pub query: Option<&'a str>,
+    pub samples_query: Option<&'a str>,
+    pub baseline_query: Option<&'a str>,
+    pub value: Option<f64>,
+    pub samples: u64,
+    /// For a baseline criterion: the baseline's value (its query's, else the plan's
+    /// `baseline_metrics` figure) and samples.
+    pub baseline_value: Option<f64>,
+    pub baseline_samples: Option<u64>,
+}
+
+impl<'a> CriterionView<'a> {
+    fn new(c: rollgate_domain::rollout::CriterionStatus<'a>) -> Self {
+        use rollgate_domain::guardrail::ReadingSource;
+        use rollgate_domain::rollout::LastObservation;
+        let e = c.evaluation;
+        let last_evaluation = c.last.map(|last| {
+            let (source, evaluated_at, recorded_at, queries) = match last {
+                LastObservation::Posted(m) => (
+                    ReadingSource::Posted,
+                    m.latest.reading.observed_at,
+                    m.latest.recorded_at,
+                    None,
+                ),
+                LastObservation::Prometheus(m) => (
+                    ReadingSource::Prometheus,
+                    m.latest.evaluated_at,
+                    m.recorded_at,
+                    Some(&m.latest),
+                ),
+            };
+            LastEvaluationView {
+                source,
+                evaluated_at,
+                recorded_at,
+                query: queries.map(|q| q.query.as_str()),
+                samples_query: queries.and_then(|q| q.samples_query.as_deref()),
+                baseline_query: queries.and_then(|q| q.baseline_query.as_deref()),
+                value: e.value,
+                samples: e.samples,
+                baseline_value: e.baseline_value,
+                baseline_samples: e.baseline_samples,
+            }
+        });
+        CriterionView {
+            kind: c.kind,
+            index: c.index,
+            metric: &c.criterion.metric,
+            source: if c.criterion.queries.is_some() {
+                ReadingSource::Prometheus
+            } else {
+                ReadingSource::Posted
+            },
+            verdict: e.verdict,
+            reason: e.reason,
+            last_evaluation,
+        }
+    }
 }
 
 impl<'a> RolloutView<'a> {
@@ -93,6 +181,11 @@ impl<'a> RolloutView<'a> {
             updated_at: r.updated_at,
             version: r.version,
             as_of_position,
+            criteria: r
+                .criteria_status()
+                .into_iter()
+                .map(CriterionView::new)
+                .collect(),
         }
     }
 }
