@@ -1,10 +1,12 @@
 //! Per-rollout views built from the stream's events (not from tables): the timeline with
 //! T+offsets, a step-by-step replay of the state, and the post-mortem report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use rollgate_domain::{evolve, RolloutEvent, RolloutState};
+use rollgate_domain::guardrail::ReadingSource;
+use rollgate_domain::{evolve, CriterionKind, RolloutEvent, RolloutState, Verdict};
 use rollgate_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -19,6 +21,9 @@ pub enum TimelineKind {
     Event,
     Breach,
     Annotation,
+    /// An evaluation by rollgate's evaluator that changed a criterion's verdict; evaluations
+    /// that change none are left out of the timeline.
+    Verdict,
 }
 
 /// One line of a rollout's timeline.
@@ -87,29 +92,104 @@ fn actor(d: &Decoded<'_>) -> AuditActor {
     }
 }
 
-/// The timeline of one rollout stream, in stream order.
+/// The verdict of each query criterion of the current stage, by (kind, index).
+fn query_verdicts(state: &RolloutState) -> BTreeMap<(bool, usize), Verdict> {
+    state.rollout().map_or_else(BTreeMap::new, |r| {
+        r.criteria_status()
+            .into_iter()
+            .filter(|c| c.criterion.queries.is_some())
+            .map(|c| {
+                (
+                    (c.kind == CriterionKind::Rollback, c.index),
+                    c.evaluation.verdict,
+                )
+            })
+            .collect()
+    })
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// What an evaluation by rollgate's evaluator changed: one clause per criterion whose
+/// verdict changed, with the query and the values (`None` when it changed none).
+fn verdict_changes(
+    before: &BTreeMap<(bool, usize), Verdict>,
+    after: &RolloutState,
+) -> Option<String> {
+    let r = after.rollout()?;
+    let changes: Vec<String> = r
+        .criteria_status()
+        .into_iter()
+        .filter(|c| c.criterion.queries.is_some())
+        .filter_map(|c| {
+            let was = before
+                .get(&(c.kind == CriterionKind::Rollback, c.index))
+                .copied()
+                .unwrap_or(Verdict::Inconclusive);
+            let e = &c.evaluation;
+            if was == e.verdict {
+                return None;
+            }
+            let query = r
+                .readings
+                .evaluation(&c.criterion.metric)
+                .map_or("", |m| m.latest.query.as_str());
+            let kind = match c.kind {
+                CriterionKind::Success => "success",
+                CriterionKind::Rollback => "rollback",
+            };
+            Some(format!(
+                "{kind} criterion {}: {} -> {}; query `{query}`",
+                e.describe(),
+                verdict_name(was),
+                verdict_name(e.verdict),
+            ))
+        })
+        .collect();
+    (!changes.is_empty()).then(|| changes.join("; "))
+}
+
+/// The timeline of one rollout stream, in stream order. An evaluation recorded by rollgate's
+/// evaluator (`source: prometheus`) appears only when it changed a query criterion's verdict
+/// (`kind: verdict`, with the query and the values); the others are in the event list.
 pub fn timeline(events: &[RecordedEvent]) -> Vec<TimelineEntry> {
     let events = decoded(events);
     let Some(start) = origin(&events) else {
         return Vec::new();
     };
+    let mut state = RolloutState::default();
     events
         .iter()
-        .map(|(d, r)| {
+        .filter_map(|(d, r)| {
+            let before = query_verdicts(&state);
+            if let Some(r) = r {
+                state = evolve(std::mem::take(&mut state), r);
+            }
+            let (summary, kind) = match r {
+                Some(RolloutEvent::ReadingsRecorded {
+                    source: ReadingSource::Prometheus,
+                    ..
+                }) => (verdict_changes(&before, &state)?, TimelineKind::Verdict),
+                Some(RolloutEvent::GuardrailBreached { .. }) => (d.summary(), TimelineKind::Breach),
+                Some(RolloutEvent::Annotated { .. }) => (d.summary(), TimelineKind::Annotation),
+                _ => (d.summary(), TimelineKind::Event),
+            };
             let at = when(d, r.as_ref());
-            TimelineEntry {
+            Some(TimelineEntry {
                 position: d.event.position,
                 at,
                 offset_seconds: (at - start).num_seconds(),
                 event_type: d.event.event_type.clone(),
                 actor: actor(d),
-                summary: d.summary(),
-                kind: match r {
-                    Some(RolloutEvent::GuardrailBreached { .. }) => TimelineKind::Breach,
-                    Some(RolloutEvent::Annotated { .. }) => TimelineKind::Annotation,
-                    _ => TimelineKind::Event,
-                },
-            }
+                summary,
+                kind,
+            })
         })
         .collect()
 }
@@ -305,6 +385,7 @@ pub fn postmortem_markdown(events: &[RecordedEvent]) -> String {
         let marker = match entry.kind {
             TimelineKind::Breach => " **breach**",
             TimelineKind::Annotation => " *annotation*",
+            TimelineKind::Verdict => " *verdict*",
             TimelineKind::Event => "",
         };
         let _ = writeln!(

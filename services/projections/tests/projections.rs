@@ -1059,7 +1059,164 @@ async fn postmortem_tells_breach_rollback_decision_resume(kind: BackendKind) {
     assert!(md.contains("the cache node alert fired 2 minutes earlier"));
 }
 
+/// The timeline and the post-mortem show each evaluation by rollgate's evaluator that changed
+/// a criterion's verdict, with its query and value, and leave out those that changed none.
+async fn timeline_shows_the_evaluations_that_change_a_verdict(kind: BackendKind) {
+    use rollgate_domain::guardrail::QueryEvaluation;
+    const Q: &str = r#"sum(rate(errors_total{stage="{{stage}}"}[1m]))"#;
+    const RENDERED: &str = r#"sum(rate(errors_total{stage="internal"}[1m]))"#;
+    let (_db, store) = setup(kind).await;
+    let mut w = Writer::new(store.clone());
+    let mut spec: serde_json::Value = serde_json::from_str(PLAN).unwrap();
+    spec["stages"][0]["success_criteria"] = json!([]);
+    spec["stages"][0]["rollback_criteria"] = json!([{
+        "metric": "error_rate", "query": Q, "samples_query": "sum(requests_total)",
+        "comparator": "gt", "threshold": 0.05, "min_samples": 10
+    }]);
+    spec["stages"][0]["on_breach"] = json!("pause");
+    spec["stages"][0]["evaluation_interval_seconds"] = json!(15);
+    let plan = Plan::parse(serde_json::from_value::<PlanSpec>(spec).unwrap()).unwrap();
+    let id = RolloutId::new(Uuid::new_v4());
+    let evaluator = Actor::system(ActorId::parse("rollgate-evaluator").unwrap());
+    let setup_steps = vec![
+        (
+            rita(),
+            0,
+            RolloutCommand::Create {
+                id,
+                feature_key: FeatureKey::parse("checkout-one-click").unwrap(),
+                title: "Guarded by queries".to_owned(),
+                team: Team::parse("web").unwrap(),
+                plan,
+            },
+        ),
+        (
+            rita(),
+            1,
+            RolloutCommand::SignOffReadiness {
+                item_key: "qa".into(),
+            },
+        ),
+        (
+            sam(),
+            2,
+            RolloutCommand::SignOffReadiness {
+                item_key: "runbook".into(),
+            },
+        ),
+        (rita(), 5, RolloutCommand::Start),
+    ];
+    for (who, secs, cmd) in setup_steps {
+        w.rollout(id, "web", &who, secs, cmd).await;
+    }
+    // (value, samples, inconclusive reason) per interval k at 5 + 15k
+    let intervals: [(Option<f64>, u64, Option<&str>); 7] = [
+        (None, 0, Some("query: no series (no_data)")), // inconclusive, as before: left out
+        (Some(0.01), 100, None),                       // inconclusive -> pass
+        (Some(0.02), 100, None),                       // pass: left out
+        (Some(0.01), 5, None),                         // too few samples: pass -> inconclusive
+        (Some(0.01), 100, None),                       // inconclusive -> pass
+        (Some(0.03), 100, None),                       // pass: left out
+        (Some(0.09), 100, None),                       // pass -> fail (breach, pause)
+    ];
+    for (k, (value, samples, why)) in intervals.into_iter().enumerate() {
+        let secs = 5 + 15 * (k as i64 + 1);
+        let e = QueryEvaluation {
+            metric: MetricName::parse("error_rate").unwrap(),
+            query: RENDERED.to_owned(),
+            samples_query: Some("sum(requests_total)".to_owned()),
+            baseline_query: None,
+            evaluated_at: at(secs),
+            value,
+            samples: value.map(|_| samples),
+            baseline_value: None,
+            baseline_samples: None,
+            inconclusive: why.map(str::to_owned),
+        };
+        w.rollout(
+            id,
+            "web",
+            &evaluator,
+            secs,
+            RolloutCommand::RecordEvaluation {
+                evaluations: vec![e],
+            },
+        )
+        .await;
+    }
+    let events = read_whole_stream(store.as_ref(), &format!("rollout-{id}"))
+        .await
+        .unwrap();
+    let recorded = events
+        .iter()
+        .filter(|e| e.event_type == "ReadingsRecorded")
+        .count();
+    assert_eq!(recorded, 7);
+
+    let tl = timeline(&events);
+    let verdicts: Vec<_> = tl
+        .iter()
+        .filter(|e| e.event_type == "ReadingsRecorded")
+        .collect();
+    assert!(verdicts.iter().all(|e| e.kind == TimelineKind::Verdict));
+    let shown: Vec<(i64, &str)> = verdicts
+        .iter()
+        .map(|e| {
+            let change = [
+                "inconclusive -> pass",
+                "pass -> inconclusive",
+                "pass -> fail",
+            ]
+            .into_iter()
+            .find(|c| e.summary.contains(c))
+            .unwrap_or_else(|| panic!("no verdict change in {}", e.summary));
+            (e.offset_seconds, change)
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (30, "inconclusive -> pass"),
+            (60, "pass -> inconclusive"),
+            (75, "inconclusive -> pass"),
+            (105, "pass -> fail"),
+        ]
+    );
+    let breach = verdicts.last().unwrap();
+    assert!(
+        breach.summary.contains(&format!("query `{RENDERED}`")),
+        "{}",
+        breach.summary
+    );
+    assert!(
+        breach.summary.contains("value 0.09 over 100 samples"),
+        "{}",
+        breach.summary
+    );
+    assert_eq!(breach.actor.id.as_deref(), Some("rollgate-evaluator"));
+    assert!(
+        verdicts[1].summary.contains("value 0.01 over 5 samples"),
+        "{}",
+        verdicts[1].summary
+    );
+    // every other event is still there
+    assert_eq!(tl.len(), events.len() - 3);
+
+    let md = postmortem_markdown(&events);
+    let timeline_part = &md[md.find("## Timeline").unwrap()..md.find("## Decisions").unwrap()];
+    assert_eq!(
+        timeline_part.matches("ReadingsRecorded *verdict*").count(),
+        4,
+        "{md}"
+    );
+    assert!(timeline_part.contains("pass -> fail"), "{md}");
+    assert!(timeline_part.contains("value 0.09"), "{md}");
+    assert!(!timeline_part.contains("value 0.02"), "{md}");
+    assert!(!timeline_part.contains("value 0.03"), "{md}");
+}
+
 rollgate_testkit::both_backends!(
+    timeline_shows_the_evaluations_that_change_a_verdict,
     incremental_projection_equals_rebuild,
     summaries_follow_the_domain,
     crash_mid_batch_loses_and_doubles_nothing,
