@@ -411,6 +411,25 @@ async fn healthy_passes_then_a_breach_rolls_back_with_query_and_value() {
         .call(Method::GET, &format!("/v1/rollouts/{id}"), None)
         .await;
     assert_eq!(rollout["status"], "running", "{rollout}");
+    // The rollout shows the criterion's last evaluation: values, verdict, instant, source.
+    let criterion = &rollout["criteria"][0];
+    assert_eq!(
+        (
+            &criterion["kind"],
+            &criterion["metric"],
+            &criterion["verdict"]
+        ),
+        (&json!("rollback"), &json!("error_rate"), &json!("pass")),
+        "{rollout}"
+    );
+    let last = &criterion["last_evaluation"];
+    assert_eq!(last["source"], "prometheus", "{rollout}");
+    assert_eq!(last["query"], ERROR_RATE, "{rollout}");
+    assert_eq!(
+        (&last["value"], &last["samples"]),
+        (&json!(0.0), &json!(100))
+    );
+    assert!(last["evaluated_at"].is_string(), "{rollout}");
 
     // Passing evaluations let the stage advance (approved by someone else).
     let (status, request) = server
@@ -679,4 +698,85 @@ async fn two_instances_evaluate_each_interval_once_and_take_over() {
     let mut unique = times.clone();
     unique.dedup();
     assert_eq!(unique, times, "an interval was evaluated twice");
+}
+
+/// A posted reading cannot pass itself off as rollgate's own evaluation: a body claiming
+/// `source: prometheus`, or carrying evaluation fields, is refused with 422 and nothing is
+/// written; what is posted stays `posted` and never feeds a query criterion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_reading_cannot_claim_to_come_from_prometheus() {
+    let counters = Counters::default();
+    counters.add("canary", "200", 100);
+    let (port, _exporter) = exporter(counters.clone()).await;
+    let prom = Prom::start(port).await;
+    let db = TestDb::new(BackendKind::Sqlite).await;
+    let server = Server::spawn(&db, &prom.url(), Arc::new(tempfile::tempdir().unwrap())).await;
+    // An hour between evaluations: the evaluator records nothing while the test runs.
+    let mut body = plan(threshold_criterion(), None);
+    for stage in body["plan"]["stages"].as_array_mut().unwrap() {
+        stage["evaluation_interval_seconds"] = json!(3600);
+    }
+    let id = start_rollout(&server, body).await;
+    let sre = ("sam", &["sre"][..]);
+    let now = chrono::Utc::now().to_rfc3339();
+    let reading = json!({"metric": "error_rate", "value": 0.0, "samples": 100, "observed_at": now});
+    let evaluation = json!({
+        "metric": "error_rate", "query": ERROR_RATE, "samples_query": SAMPLES,
+        "evaluated_at": now, "value": 0.0, "samples": 100,
+        "baseline_value": null, "baseline_samples": null, "inconclusive": null
+    });
+    let before = server.events(&id).await.len();
+    let mut claims_source_in_reading = reading.clone();
+    claims_source_in_reading["source"] = json!("prometheus");
+    let mut claims_query_in_reading = reading.clone();
+    claims_query_in_reading["query"] = json!(ERROR_RATE);
+    let forged = [
+        json!({"source": "prometheus", "readings": [reading]}),
+        json!({"readings": [reading], "evaluations": [evaluation]}),
+        json!({"evaluations": [evaluation]}),
+        json!({"readings": [claims_source_in_reading]}),
+        json!({"readings": [claims_query_in_reading]}),
+        json!({"readings": [reading], "recorded_by": "rollgate-evaluator"}),
+    ];
+    for body in forged {
+        let (status, problem) = server
+            .call_as(
+                sre,
+                Method::POST,
+                &format!("/v1/rollouts/{id}/metrics"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 422, "{body} -> {problem}");
+        assert_eq!(
+            problem["type"].as_str().map(|t| t.ends_with("validation")),
+            Some(true),
+            "{problem}"
+        );
+    }
+    assert_eq!(server.events(&id).await.len(), before, "nothing written");
+
+    // The honest body is recorded as posted, and the query criterion does not stand on it.
+    let (status, written) = server
+        .call_as(
+            sre,
+            Method::POST,
+            &format!("/v1/rollouts/{id}/metrics"),
+            Some(json!({"readings": [reading]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{written}");
+    let events = server.events(&id).await;
+    assert_eq!(events.len(), before + 1);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "ReadingsRecorded");
+    assert_eq!(last["payload"]["source"], "posted", "{last}");
+    assert!(server.evaluations(&id).await.is_empty());
+    let (_, rollout) = server
+        .call(Method::GET, &format!("/v1/rollouts/{id}"), None)
+        .await;
+    let criterion = &rollout["criteria"][0];
+    assert_eq!(criterion["source"], "prometheus", "{rollout}");
+    assert_eq!(criterion["verdict"], "inconclusive", "{rollout}");
+    assert!(criterion["last_evaluation"].is_null(), "{rollout}");
 }

@@ -80,8 +80,22 @@ impl RolloutPort for ServerPort {
         let command = rollgate_prometheus::domain::record_command(&evaluation);
         match issuer.rollout(id, None, command).await {
             Ok(_) => Ok(Recorded::Recorded),
-            // The rollout left the running state (or the stage) since it was read.
-            Err(p) if p.status == 409 => Ok(Recorded::NotActive),
+            // The domain refuses an interval its stage already holds (another instance, or
+            // this one before a restart, recorded it); otherwise the rollout left the running
+            // state (or the stage) since it was read.
+            Err(p) if p.status == 409 => {
+                let done = self.active_stage(id).await?.is_some_and(|s| {
+                    s.stage == evaluation.stage
+                        && s.entered_at < evaluation.scheduled_at
+                        && s.last_interval
+                            .is_some_and(|k| k >= evaluation.interval_index)
+                });
+                Ok(if done {
+                    Recorded::AlreadyEvaluated
+                } else {
+                    Recorded::NotActive
+                })
+            }
             Err(p) => Err(port_error(p)),
         }
     }
