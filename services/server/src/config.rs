@@ -170,6 +170,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub prometheus: rollgate_prometheus::PrometheusArgs,
+
+    #[command(flatten)]
+    pub delivery: rollgate_delivery::DeliveryArgs,
 }
 
 impl ServeArgs {

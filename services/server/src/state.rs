@@ -25,4 +25,16 @@ pub struct AppState {
     pub prometheus: Option<rollgate_prometheus::Prometheus>,
     /// The evaluator loop of this instance (set when a Prometheus is configured).
     pub evaluator: std::sync::OnceLock<rollgate_prometheus::EvaluatorHandle>,
+    /// Webhooks, GitHub and Slack (`rollgate_delivery`); taken at shutdown.
+    pub delivery: tokio::sync::Mutex<Option<rollgate_delivery::Delivery>>,
+    /// The webhook admin, GitHub App and secrets, when configured (read by the handlers).
+    pub integrations: Integrations,
+}
+
+/// What the integration handlers need from [`rollgate_delivery::Delivery`].
+#[derive(Clone, Default)]
+pub struct Integrations {
+    pub webhooks: Option<rollgate_delivery::service::WebhookAdmin>,
+    pub github_webhook_secret: Option<Vec<u8>>,
+    pub slack_signing_secret: Option<Vec<u8>>,
 }
