@@ -90,9 +90,21 @@ pub fn start_time() -> DateTime<Utc> {
 
 impl TestApp {
     pub async fn spawn(kind: BackendKind) -> TestApp {
+        Self::spawn_with(kind, &[]).await
+    }
+
+    /// [`TestApp::spawn`] with more `rollgate serve` flags. Webhooks are on (a fresh secrets
+    /// key, loopback targets allowed) so that their routes answer.
+    pub async fn spawn_with(kind: BackendKind, extra: &[&str]) -> TestApp {
         let db = TestDb::new(kind).await;
         let key_dir = tempfile::tempdir().expect("key dir");
-        let args = Args::parse_from([
+        let secrets_key = key_dir.path().join("secrets.key");
+        std::fs::write(
+            &secrets_key,
+            uuid::Uuid::new_v4().simple().to_string().repeat(2),
+        )
+        .expect("secrets key");
+        let mut argv = vec![
             "rollgate",
             "--listen",
             "127.0.0.1:0",
@@ -104,7 +116,12 @@ impl TestApp {
             "65536",
             "--read-wait-ms",
             "2000",
-        ]);
+            "--secrets-key-file",
+            secrets_key.to_str().unwrap(),
+            "--webhooks-allow-loopback",
+        ];
+        argv.extend_from_slice(extra);
+        let args = Args::parse_from(argv);
         let clock = Arc::new(ManualClock::new(start_time()));
         let app = Application::build(&args.serve, clock.clone() as Arc<dyn Clock>)
             .await

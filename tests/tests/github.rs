@@ -1,0 +1,303 @@
+//! GitHub deployment protection rules over HTTP (`rollgate serve --github-app-id ...`): the
+//! webhook is checked by `X-Hub-Signature-256` (401, nothing recorded, when it does not
+//! match), bound to the rollout whose gate binding names the repository and environment,
+//! recorded once per `X-GitHub-Delivery`, and answered later through the outbox to a fake
+//! GitHub API on 127.0.0.1 that checks what GitHub checks (the App JWT against the App's
+//! public key before issuing an installation token, that token before taking a callback).
+//! The request body is GitHub's documented payload (tests/fixtures/github).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::Method;
+use rollgate_e2e::flow::{
+    approve, ok, record, request_advance, running_example, BOB, BOT, CAROL, EXAMPLE_SOAK, GINA,
+    HEALTHY, SAM,
+};
+use rollgate_e2e::{json, Reply, TestApp};
+use rollgate_store::BackendKind;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const APP_ID: &str = "424242";
+
+#[derive(Default)]
+struct Seen {
+    token_requests: u32,
+    callbacks: Vec<(String, Value)>,
+    refused: Vec<String>,
+}
+
+struct FakeGitHub {
+    base: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// A small HTTP/1.1 server: one request per connection.
+async fn fake_github(public_pem: String) -> FakeGitHub {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    let issued = Arc::new(Mutex::new(Vec::<String>::new()));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen2.clone();
+            let issued = issued.clone();
+            let public_pem = public_pem.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let mut auth = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).await.unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    match k.to_ascii_lowercase().as_str() {
+                        "authorization" => auth = v.trim().to_owned(),
+                        "content-length" => len = v.trim().parse().unwrap(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).await.unwrap();
+                let (status, answer) = if path.starts_with("/app/installations/") {
+                    match check_app_jwt(&auth, &public_pem) {
+                        Ok(()) => {
+                            let token = format!("ghs_{}", uuid::Uuid::new_v4().simple());
+                            issued.lock().unwrap().push(token.clone());
+                            seen.lock().unwrap().token_requests += 1;
+                            let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+                            (
+                                "201 Created",
+                                json!({"token": token, "expires_at": expires}).to_string(),
+                            )
+                        }
+                        Err(why) => {
+                            seen.lock().unwrap().refused.push(why);
+                            ("401 Unauthorized", "{}".to_owned())
+                        }
+                    }
+                } else if path.ends_with("/deployment_protection_rule") {
+                    let token = auth.strip_prefix("Bearer ").unwrap_or("");
+                    if issued.lock().unwrap().iter().any(|t| t == token) {
+                        let v: Value = serde_json::from_slice(&body).unwrap();
+                        seen.lock().unwrap().callbacks.push((path.clone(), v));
+                        ("204 No Content", String::new())
+                    } else {
+                        seen.lock()
+                            .unwrap()
+                            .refused
+                            .push("bad installation token".into());
+                        ("401 Unauthorized", "{}".to_owned())
+                    }
+                } else {
+                    ("404 Not Found", "{}".to_owned())
+                };
+                let mut stream = reader.into_inner();
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    FakeGitHub { base, seen }
+}
+
+/// What GitHub checks of an App JWT.
+fn check_app_jwt(auth: &str, public_pem: &str) -> Result<(), String> {
+    let jwt = auth.strip_prefix("Bearer ").ok_or("no bearer token")?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.set_issuer(&[APP_ID]);
+    let key = DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let data = jsonwebtoken::decode::<Value>(jwt, &key, &validation).map_err(|e| e.to_string())?;
+    let iat = data.claims["iat"].as_i64().ok_or("iat")?;
+    let exp = data.claims["exp"].as_i64().ok_or("exp")?;
+    let now = chrono::Utc::now().timestamp();
+    if iat > now - 30 {
+        return Err("iat is not in the past".into());
+    }
+    if exp - iat > 600 {
+        return Err("exp is more than 10 minutes after iat".into());
+    }
+    Ok(())
+}
+
+fn keypair() -> (String, String) {
+    let mut rng = rand::rngs::OsRng;
+    let private = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key");
+    let public = rsa::RsaPublicKey::from(&private);
+    (
+        private.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        public.to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+}
+
+const WEBHOOK_SECRET: &str = "It's a Secret to Everybody";
+const FIXTURE: &str = include_str!("../fixtures/github/deployment-protection-rule-requested.json");
+
+/// `X-Hub-Signature-256` as GitHub computes it (HMAC-SHA256, RFC 2104, from `sha2`).
+fn hub_signature(key: &[u8], body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(body)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    format!("sha256={}", hex::encode(outer))
+}
+
+async fn deliver(app: &TestApp, delivery: &str, body: &str, signature: &str) -> Reply {
+    let r = app
+        .client
+        .post(format!("{}/v1/integrations/github/webhook", app.address))
+        .header("content-type", "application/json")
+        .header("x-github-event", "deployment_protection_rule")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+fn callbacks(fake: &FakeGitHub) -> Vec<Value> {
+    fake.seen
+        .lock()
+        .unwrap()
+        .callbacks
+        .iter()
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+async fn wait_for(fake: &FakeGitHub, what: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = callbacks(fake);
+        if what(&seen) || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn github_runs_wait_for_the_quorum() {
+    let (private_pem, public_pem) = keypair();
+    let fake = fake_github(public_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("app.pem");
+    let secret_file = dir.path().join("webhook-secret");
+    std::fs::write(&key_file, private_pem).unwrap();
+    std::fs::write(&secret_file, WEBHOOK_SECRET).unwrap();
+    let app = TestApp::spawn_with(
+        BackendKind::Sqlite,
+        &[
+            "--github-app-id",
+            APP_ID,
+            "--github-private-key-file",
+            key_file.to_str().unwrap(),
+            "--github-webhook-secret-file",
+            secret_file.to_str().unwrap(),
+            "--github-api-url",
+            &fake.base,
+        ],
+    )
+    .await;
+    let id = running_example(&app).await;
+    ok(
+        &app,
+        Method::POST,
+        "/v1/bindings",
+        GINA,
+        json!({"rollout_id": id, "target": {"kind": "github_environment",
+               "repository": "octo-org/web", "environment": "production"}}),
+    )
+    .await
+    .assert_status(201);
+
+    let mut payload: Value = serde_json::from_str(FIXTURE).unwrap();
+    payload["deployment_callback_url"] = json!(format!(
+        "{}/repos/octo-org/web/actions/runs/1234567890/deployment_protection_rule",
+        fake.base
+    ));
+    let body = payload.to_string();
+
+    // A bad signature: 401, nothing recorded.
+    let before = app.event_count().await;
+    deliver(
+        &app,
+        "d-1",
+        &body,
+        &hub_signature(b"wrong secret", body.as_bytes()),
+    )
+    .await
+    .assert_problem(401, None);
+    assert_eq!(app.event_count().await, before);
+
+    // Recorded once and bound to the rollout; the redelivery records nothing.
+    let signature = hub_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+    let r = deliver(&app, "d-1", &body, &signature).await;
+    r.assert_status(202);
+    assert_eq!(r.body["status"], "recorded");
+    assert_eq!(r.body["rollout_id"], id.as_str());
+    let after = app.event_count().await;
+    assert_eq!(after, before + 1);
+    let again = deliver(&app, "d-1", &body, &signature).await;
+    again.assert_status(202);
+    assert_eq!(again.body["status"], "duplicate");
+
+    // Towards stage 1: bob, carol and sam must approve.
+    record(&app, &id, BOT, HEALTHY).await;
+    app.advance_clock(chrono::Duration::seconds(EXAMPLE_SOAK[0]));
+    let rid = request_advance(&app, &id).await;
+    approve(&app, &id, &rid, BOB).await;
+    approve(&app, &id, &rid, CAROL).await;
+    let early = wait_for(&fake, |c| c.len() >= 2).await;
+    assert!(!early.is_empty(), "no progress comment reached GitHub");
+    assert!(
+        early.iter().all(|c| c.get("state").is_none()),
+        "decided before the quorum: {early:?}"
+    );
+    assert!(early.iter().all(|c| c["environment_name"] == "production"));
+    approve(&app, &id, &rid, SAM).await;
+    let all = wait_for(&fake, |c| c.iter().any(|x| x["state"] == "approved")).await;
+    let approved: Vec<&Value> = all.iter().filter(|x| x["state"] == "approved").collect();
+    assert_eq!(approved.len(), 1, "callbacks: {all:?}");
+    assert!(
+        approved[0]["comment"].as_str().unwrap().contains("sam"),
+        "{all:?}"
+    );
+    assert!(fake.seen.lock().unwrap().refused.is_empty());
+}

@@ -1,0 +1,206 @@
+//! Webhooks over HTTP: a webhook registered through `POST /v1/webhooks` receives a scripted
+//! rollout's events in log order, each signature verified by the independent Python
+//! `standardwebhooks` package (the receiver of the delivery crate's tests,
+//! services/delivery/tests/support/receiver.py; `ROLLGATE_PYTHON`). The secret is answered
+//! once; a refused URL is a 422 naming `url`; another team's webhook is a 404.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use rollgate_e2e::flow::{ok, running_example, ALICE, GINA};
+use rollgate_e2e::{json, TestApp};
+use rollgate_store::BackendKind;
+use serde_json::Value;
+
+/// The python holding `standardwebhooks`: `ROLLGATE_PYTHON`, else `python3` on PATH.
+fn python() -> String {
+    let candidate = std::env::var("ROLLGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let ok = Command::new(&candidate)
+        .args(["-c", "import standardwebhooks"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "no python with the standardwebhooks package (set ROLLGATE_PYTHON; `cargo xtask test` installs it)"
+    );
+    candidate
+}
+
+struct Receiver {
+    child: Child,
+    port: u16,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../services/delivery/tests/support/receiver.py"
+        );
+        let mut child = Command::new(python())
+            .args([script, "0", "{}"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the receiver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("receiver says where it listens");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected receiver output {line:?}"));
+        Receiver { child, port }
+    }
+
+    async fn control(&self, cfg: Value) {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/_control", self.port))
+            .json(&cfg)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("receiver control");
+    }
+
+    async fn log(&self) -> Vec<Value> {
+        reqwest::get(format!("http://127.0.0.1:{}/_log", self.port))
+            .await
+            .expect("receiver log")
+            .json()
+            .await
+            .expect("receiver log json")
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_registered_webhook_receives_the_rollout_in_order_signed() {
+    let app = TestApp::spawn(BackendKind::Sqlite).await;
+    let receiver = Receiver::start();
+    let types = [
+        "dev.rollgate.rollout.created",
+        "dev.rollgate.rollout.readiness_signed_off",
+        "dev.rollgate.rollout.ready",
+        "dev.rollgate.rollout.started",
+    ];
+    // A refused URL names the field and writes nothing.
+    let before = app.event_count().await;
+    let refused = app
+        .post(
+            "/v1/webhooks",
+            &GINA.token(&app),
+            json!({"team": "web", "url": "http://169.254.169.254/latest", "event_types": types}),
+        )
+        .await;
+    refused.assert_problem(422, None);
+    assert!(refused.body.to_string().contains("url"), "{}", refused.body);
+    assert_eq!(app.event_count().await, before);
+
+    let created = ok(
+        &app,
+        Method::POST,
+        "/v1/webhooks",
+        GINA,
+        json!({
+            "team": "web",
+            "url": format!("http://127.0.0.1:{}/hook", receiver.port),
+            "event_types": types,
+        }),
+    )
+    .await;
+    created.assert_status(201);
+    let secret = created.body["secret"].as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let wid = created.body["id"].as_str().unwrap().to_owned();
+    receiver.control(json!({"secrets": [secret]})).await;
+
+    // Reads never show the secret; another team does not see the webhook.
+    let got = app
+        .get(&format!("/v1/webhooks/{wid}"), &GINA.token(&app))
+        .await;
+    got.assert_status(200);
+    assert!(got.body.get("secret").is_none());
+    assert!(!got.body.to_string().contains(&secret));
+    let other = app.token("otto", &["governance_admin"], &["api"]);
+    app.get(&format!("/v1/webhooks/{wid}"), &other)
+        .await
+        .assert_problem(404, Some("R11"));
+    let listed = app.get("/v1/webhooks", &GINA.token(&app)).await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
+
+    let id = running_example(&app).await;
+    // Created, three sign-offs, ready, started: in log order.
+    let expected = [
+        "dev.rollgate.rollout.created",
+        "dev.rollgate.rollout.readiness_signed_off",
+        "dev.rollgate.rollout.readiness_signed_off",
+        "dev.rollgate.rollout.readiness_signed_off",
+        "dev.rollgate.rollout.ready",
+        "dev.rollgate.rollout.started",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = receiver.log().await;
+        if log.len() >= expected.len() || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let got: Vec<&str> = log
+        .iter()
+        .map(|d| d["body"]["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(got, expected, "deliveries: {log:?}");
+    for d in &log {
+        assert_eq!(d["verified_with"], json!([0]), "signature: {d}");
+        assert_eq!(d["body"]["specversion"], "1.0");
+        assert_eq!(d["body"]["subject"], id.as_str());
+        assert_eq!(d["body"]["id"], d["webhook_id"]);
+    }
+    // Every delivery answered 200, as the attempts show.
+    let attempts = app
+        .get(&format!("/v1/webhooks/{wid}/attempts"), &GINA.token(&app))
+        .await;
+    attempts.assert_status(200);
+    assert!(attempts.body["items"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["status"] == 200)));
+
+    // Rotation answers a new secret once; a registration replayed under the same
+    // Idempotency-Key never shows a second secret.
+    let rotated = ok(
+        &app,
+        Method::POST,
+        &format!("/v1/webhooks/{wid}/rotate-secret"),
+        GINA,
+        json!({}),
+    )
+    .await;
+    assert!(rotated.body["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_") && s != secret));
+    // The release manager may not manage webhooks.
+    let denied = app
+        .request(
+            Method::POST,
+            &format!("/v1/webhooks/{wid}/pause"),
+            Some(&ALICE.token(&app)),
+            Some(&json!({})),
+            &[],
+        )
+        .await;
+    denied.assert_problem(403, Some("permission"));
+}
