@@ -19,8 +19,8 @@ use crate::http::metrics::Metrics;
 use crate::http::observe;
 use crate::http::problem::Problem;
 use crate::routes::{
-    audit, bindings, deviations, flagger, flags, gates, health, lists, policies,
-    rollout_commands as commands, rollout_reads as reads, stream,
+    audit, bindings, deviations, flagger, flags, gates, health, integrations, lists, policies,
+    rollout_commands as commands, rollout_reads as reads, stream, webhooks,
 };
 use crate::state::AppState;
 
@@ -95,6 +95,16 @@ impl Application {
             ),
             None => None,
         };
+        let instance_id = format!("instance-{}", uuid::Uuid::new_v4());
+        let delivery =
+            rollgate_delivery::Delivery::start(store.clone(), &args.delivery, &instance_id)
+                .map_err(anyhow::Error::msg)
+                .context("cannot set up webhooks, GitHub or Slack")?;
+        let integrations = crate::state::Integrations {
+            webhooks: delivery.webhooks.clone(),
+            github_webhook_secret: delivery.github_webhook_secret.clone(),
+            slack_signing_secret: delivery.slack_signing_secret.clone(),
+        };
         let state = web::Data::new(AppState {
             store,
             verifier,
@@ -106,6 +116,8 @@ impl Application {
             cache: StateCache::new(10_000),
             prometheus,
             evaluator: Default::default(),
+            delivery: tokio::sync::Mutex::new(Some(delivery)),
+            integrations,
         });
         idempotency::spawn_purge(state.clone());
         if let Some(client) = state.prometheus.clone() {
@@ -149,6 +161,14 @@ impl Application {
         let result = self.server.await;
         if let Some(evaluator) = self.state.evaluator.get() {
             evaluator.stop();
+        }
+        if let Some(delivery) = self.state.delivery.lock().await.take() {
+            if tokio::time::timeout(Duration::from_secs(10), delivery.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("delivery still busy at shutdown; its leases expire on their own");
+            }
         }
         if tokio::time::timeout(Duration::from_secs(10), self.state.projector.stop())
             .await
@@ -289,6 +309,18 @@ route_table! {
     post "/v1/integrations/flagger" => flagger::flagger,
     get "/v1/integrations/argo/{bid}/gate" => gates::argo,
     get "/v1/flags/flagd.json" => flags::flagd,
+    post "/v1/webhooks" => webhooks::create,
+    get "/v1/webhooks" => webhooks::list,
+    get "/v1/webhooks/{id}" => webhooks::get,
+    delete "/v1/webhooks/{id}" => webhooks::remove,
+    post "/v1/webhooks/{id}/pause" => webhooks::pause,
+    post "/v1/webhooks/{id}/resume" => webhooks::resume,
+    post "/v1/webhooks/{id}/rotate-secret" => webhooks::rotate_secret,
+    post "/v1/webhooks/{id}/redeliver" => webhooks::redeliver,
+    get "/v1/webhooks/{id}/attempts" => webhooks::attempts,
+    post "/v1/integrations/github/webhook" => integrations::github_webhook,
+    post "/v1/integrations/slack/interactions" => integrations::slack_interactions,
+    put "/v1/integrations/slack/users/{slack_user_id}" => integrations::link_slack_user,
 }
 
 /// Every route the server answers. `/metrics` is here unless it has an address of its own.

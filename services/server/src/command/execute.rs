@@ -161,6 +161,18 @@ impl Issuer<'_> {
         if_match: Option<u64>,
         command: RolloutCommand,
     ) -> Result<Written, Problem> {
+        self.rollout_with(id, if_match, command, &Value::Null).await
+    }
+
+    /// [`Self::rollout`] with more metadata fields (`{"via": "slack"}`) beside the R12 ones,
+    /// which they never replace.
+    pub async fn rollout_with(
+        &self,
+        id: &RolloutId,
+        if_match: Option<u64>,
+        command: RolloutCommand,
+        extra_metadata: &Value,
+    ) -> Result<Written, Problem> {
         let stream = rollout_stream(id);
         if let Some(done) = self.committed(&stream).await? {
             return Ok(done);
@@ -185,7 +197,12 @@ impl Issuer<'_> {
                 policy: policy_snapshot(state, &team).await?,
             };
             let events = decide(&current, command.clone(), &ctx)?;
-            let md = self.metadata(&team, ctx.policy.version);
+            let mut md = self.metadata(&team, ctx.policy.version);
+            if let (Some(extra), Some(md)) = (extra_metadata.as_object(), md.as_object_mut()) {
+                for (k, v) in extra {
+                    md.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
             let stored = events
                 .iter()
                 .map(|e| (e.event_type(), e.schema_version(), e.payload()));
