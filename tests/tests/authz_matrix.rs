@@ -102,6 +102,12 @@ enum Endpoint {
     CreateBinding,
     RotateBindingSecret,
     RevokeBinding,
+    RegisterWebhook,
+    RemoveWebhook,
+    PauseWebhook,
+    ResumeWebhook,
+    RotateWebhookSecret,
+    RedeliverWebhook,
 }
 
 use Endpoint::*;
@@ -125,6 +131,8 @@ fn expected(ep: Endpoint, who: Who) -> Expect {
         RequestDeviation => &[ReleaseManager, Sre, Approver],
         DecideDeviation | PublishPolicy | DeclareFreeze | LiftFreeze | CreateBinding
         | RotateBindingSecret | RevokeBinding => &[GovernanceAdmin],
+        RegisterWebhook | RemoveWebhook | PauseWebhook | ResumeWebhook | RotateWebhookSecret
+        | RedeliverWebhook => &[GovernanceAdmin],
         RecordDecision | Annotate => &[ReleaseManager, Approver, Sre, GovernanceAdmin],
     };
     match who {
@@ -379,7 +387,40 @@ async fn prepare(app: &TestApp, ep: Endpoint) -> Call {
                 post(format!("/v1/bindings/{bid}/revoke"), reason)
             }
         }
+        RegisterWebhook => post("/v1/webhooks".into(), webhook_body()),
+        RemoveWebhook | PauseWebhook | ResumeWebhook | RotateWebhookSecret | RedeliverWebhook => {
+            let w = ok(app, Method::POST, "/v1/webhooks", GINA, webhook_body()).await;
+            let wid = w.body["id"].as_str().unwrap().to_owned();
+            match ep {
+                RemoveWebhook => Call {
+                    method: Method::DELETE,
+                    path: format!("/v1/webhooks/{wid}"),
+                    body: None,
+                    headers: Vec::new(),
+                },
+                PauseWebhook => post(format!("/v1/webhooks/{wid}/pause"), json!({})),
+                ResumeWebhook => {
+                    let path = format!("/v1/webhooks/{wid}/pause");
+                    ok(app, Method::POST, &path, GINA, json!({})).await;
+                    post(format!("/v1/webhooks/{wid}/resume"), json!({}))
+                }
+                RotateWebhookSecret => post(format!("/v1/webhooks/{wid}/rotate-secret"), json!({})),
+                _ => post(
+                    format!("/v1/webhooks/{wid}/redeliver"),
+                    json!({"after_position": 0}),
+                ),
+            }
+        }
     }
+}
+
+/// A webhook of team `web` (the receiver is never reached: port 9 is discard).
+fn webhook_body() -> Value {
+    json!({
+        "team": "web",
+        "url": "http://127.0.0.1:9/hook",
+        "event_types": ["dev.rollgate.rollout.created"],
+    })
 }
 
 /// One row of the matrix: the endpoint called by everyone, each on fresh state.
@@ -447,6 +488,12 @@ fn matrix_is_sane() {
         CreateBinding,
         RotateBindingSecret,
         RevokeBinding,
+        RegisterWebhook,
+        RemoveWebhook,
+        PauseWebhook,
+        ResumeWebhook,
+        RotateWebhookSecret,
+        RedeliverWebhook,
     ];
     // Every write route of the server is a row (PUT plan, POST writes, policy routes),
     // except the tool routes, which authenticate with a binding secret instead of a token
@@ -656,6 +703,12 @@ mod sqlite {
         create_binding => CreateBinding,
         rotate_binding_secret => RotateBindingSecret,
         revoke_binding => RevokeBinding,
+        register_webhook => RegisterWebhook,
+        remove_webhook => RemoveWebhook,
+        pause_webhook => PauseWebhook,
+        resume_webhook => ResumeWebhook,
+        rotate_webhook_secret => RotateWebhookSecret,
+        redeliver_webhook => RedeliverWebhook,
     }
 }
 
