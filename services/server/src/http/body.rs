@@ -58,8 +58,20 @@ pub async fn read_limited(req: &HttpRequest, payload: &mut Payload) -> Result<we
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
     // Syntax first: a body that is not one JSON document (truncated, trailing bytes) is
     // malformed (400) whatever its fields would have said.
-    serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+    let doc = serde_json::from_slice::<serde_json::Value>(raw)
         .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    // PostgreSQL cannot store U+0000 in text or jsonb: refuse it in every string, on every
+    // backend alike, rather than fail at the database.
+    if let Some(field) = nul_at(&doc, "") {
+        return Err(Problem::invalid_field(
+            if field.is_empty() {
+                "body".to_owned()
+            } else {
+                field
+            },
+            "must not contain NUL characters (\\u0000)",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -73,6 +85,30 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
             _ => Problem::bad_request(format!("malformed JSON: {inner}")),
         }
     })
+}
+
+/// The path of the first string (key or value) holding U+0000, if any.
+fn nul_at(v: &serde_json::Value, path: &str) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(k, x)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_at(x, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde's messages end with " at line L column C"; the field path says more.

@@ -117,10 +117,12 @@ param!(
 );
 
 param!(
-    /// A free-text filter: 1 to 256 characters.
+    /// A free-text filter: 1 to 256 characters, no NUL (PostgreSQL text cannot hold one).
     Text(String),
     |s| if s.is_empty() || s.len() > 256 {
         Err("must be 1 to 256 characters".to_owned())
+    } else if s.contains('\0') {
+        Err("must not contain NUL characters".to_owned())
     } else {
         Ok(s)
     }
