@@ -129,9 +129,12 @@ where
     let outcome = handle().await;
     let reply = match &outcome {
         Ok(reply) => reply.clone(),
-        Err(p) if p.status < 500 => Reply::from_problem(p),
+        Err(p) if p.status < 500 && p.type_uri != ProblemType::VersionConflict.uri() => {
+            Reply::from_problem(p)
+        }
         Err(_) => {
-            // A server fault is not an answer: let the client retry with the same key.
+            // A server fault is not an answer, nor a version conflict (it asks for a retry
+            // and wrote nothing): let the client retry with the same key.
             release(pool, principal, &key, &token).await;
             return outcome.map(Reply::into_response);
         }
