@@ -51,6 +51,15 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            // SQLSTATE class 08 (connection exception) and 57P (the server shutting down or
+            // starting up): the database is going away, not refusing the statement.
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
             sqlx::Error::Configuration(_) => StoreError::Config(e.to_string()),
             other => StoreError::Database(other.to_string()),
         }
