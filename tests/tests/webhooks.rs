@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use rollgate_e2e::flow::{ok, running_example, ALICE, GINA};
+use rollgate_e2e::flow::{ok, running_example, ALICE, AUDREY, GINA};
 use rollgate_e2e::{json, TestApp};
 use rollgate_store::BackendKind;
 use serde_json::Value;
@@ -125,6 +125,21 @@ async fn a_registered_webhook_receives_the_rollout_in_order_signed() {
     let secret = created.body["secret"].as_str().expect("secret").to_owned();
     assert!(secret.starts_with("whsec_"));
     let wid = created.body["id"].as_str().unwrap().to_owned();
+    // The audit trail reads the registration (a summary, never the secret).
+    let position = created.body["position"].as_u64().expect("position");
+    let audit = app
+        .get(
+            &format!("/v1/audit?event_type=WebhookRegistered&min_position={position}"),
+            &AUDREY.token(&app),
+        )
+        .await;
+    audit.assert_status(200);
+    let line = audit.body["items"][0]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(line.contains("registered webhook"), "{}", audit.body);
+    assert!(!audit.body.to_string().contains("not readable"));
+    assert!(!audit.body.to_string().contains(&secret));
     receiver.control(json!({"secrets": [secret]})).await;
 
     // Reads never show the secret; another team does not see the webhook.
