@@ -213,7 +213,7 @@ async fn wait_for(fake: &FakeGitHub, what: impl Fn(&[Value]) -> bool) -> Vec<Val
 }
 
 #[tokio::test]
-async fn github_runs_wait_for_the_quorum() {
+async fn github_runs_are_approved_at_the_quorum_and_rejected_on_rollback() {
     let (private_pem, public_pem) = keypair();
     let fake = fake_github(public_pem).await;
     let dir = tempfile::tempdir().unwrap();
@@ -297,6 +297,28 @@ async fn github_runs_wait_for_the_quorum() {
     assert_eq!(approved.len(), 1, "callbacks: {all:?}");
     assert!(
         approved[0]["comment"].as_str().unwrap().contains("sam"),
+        "{all:?}"
+    );
+
+    // A second run of the workflow, then a rollback: GitHub is told `rejected`.
+    let r = deliver(&app, "d-2", &body, &signature).await;
+    assert_eq!(r.body["status"], "recorded", "{}", r.body);
+    ok(
+        &app,
+        Method::POST,
+        &format!("/v1/rollouts/{id}/rollback"),
+        SAM,
+        json!({"reason": "error budget burning"}),
+    )
+    .await;
+    let all = wait_for(&fake, |c| c.iter().any(|x| x["state"] == "rejected")).await;
+    let rejected: Vec<&Value> = all.iter().filter(|x| x["state"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "callbacks: {all:?}");
+    assert!(
+        rejected[0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
         "{all:?}"
     );
     assert!(fake.seen.lock().unwrap().refused.is_empty());
