@@ -520,10 +520,7 @@ async fn binding_events_carry_r12_metadata(kind: Backend) {
         .map(|l| serde_json::from_str::<Value>(l).expect("an NDJSON line"))
         .filter(|e| e["stream"] == stream.as_str())
         .collect();
-    let types: Vec<&str> = events
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["BindingCreated", "GateAnswered"], "{text}");
     for e in &events {
         let md = &e["metadata"];
