@@ -22,7 +22,10 @@ use rollgate_auth::DevKeys;
 use rollgate_store::{BackendKind, EventStore};
 use rollgate_testkit::TestDb;
 use serde_json::{json, Value};
-use support::{spawn_server, token, wait_ready, Rng, BIN};
+use support::{
+    assert_rebuild_equals, create_body, http_client, spawn_server, token, wait_projected,
+    wait_ready, Rng, BIN,
+};
 const ROUNDS: usize = 10;
 const WRITERS: usize = 4;
 const ROLLOUTS: usize = 3;
@@ -161,19 +164,13 @@ async fn crash_and_restart(kind: BackendKind) {
     let keys = DevKeys::load_or_create(&key_dir).expect("dev keys");
     let writer_token = token(&keys, "alice", &["release_manager"], &["web"]);
     let auditor = token(&keys, "ada", &["auditor"], &["*"]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = http_client(Duration::from_secs(10));
 
     let mut server = spawn_server(&db.url, &key_dir, &log_file);
     wait_ready(&client, &mut server, &log_file).await;
     let mut rollouts = Vec::new();
-    let create: Value =
-        serde_json::from_str(include_str!("../../../tests/fixtures/create-rollout.json")).unwrap();
     for i in 0..ROLLOUTS {
-        let mut body = create.clone();
-        body["feature_key"] = json!(format!("crash-{i}"));
+        let body = create_body(&format!("crash-{i}"));
         let p = Pending {
             key: format!("create-{i}"),
             path: "/v1/rollouts".into(),
@@ -349,32 +346,12 @@ async fn crash_and_restart(kind: BackendKind) {
 
     // Read models: wait until the server has projected the head, stop it, compare with a rebuild.
     let pool = store.pool();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while rollgate_projections::projected_position(&pool)
-        .await
-        .unwrap()
-        < head
-    {
-        assert!(
-            Instant::now() < deadline,
-            "projections never reached {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_projected(&pool, head).await;
     server.child.kill();
     let incremental = rollgate_projections::dump_read_models(&pool, None)
         .await
         .unwrap();
-    assert_eq!(
-        rollgate_projections::rebuild(store.clone(), None)
-            .await
-            .unwrap(),
-        head
-    );
-    let rebuilt = rollgate_projections::dump_read_models(&pool, None)
-        .await
-        .unwrap();
-    assert!(incremental == rebuilt, "read models differ from a rebuild");
+    assert_rebuild_equals(store.clone(), &incremental, head).await;
 
     // And `rollgate verify` on the database the server left behind.
     let out = Command::new(BIN)

@@ -16,7 +16,7 @@ use rollgate_auth::DevKeys;
 use rollgate_store::EventStore;
 use rollgate_testkit::tools::{free_port, give_to_postgres, pg_command};
 use serde_json::{json, Value};
-use support::{spawn_server, token, wait_ready};
+use support::{create_rollout, http_client, spawn_server, token, wait_ready};
 
 /// A refused write: status, content type, how long it took.
 type Refusal = (u16, Option<String>, Duration);
@@ -130,28 +130,11 @@ async fn postgres_down_and_back_under_load() {
     let log = dir.path().join("server.log");
     let keys = DevKeys::load_or_create(&key_dir).expect("dev keys");
     let writer = token(&keys, "alice", &["release_manager"], &["web"]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let client = http_client(Duration::from_secs(20));
     let mut server = spawn_server(&cluster.url(), &key_dir, &log);
     wait_ready(&client, &mut server, &log).await;
     let base = server.base.clone();
-    let mut create: Value =
-        serde_json::from_str(include_str!("../../../tests/fixtures/create-rollout.json")).unwrap();
-    create["feature_key"] = json!("fault");
-    let r = client
-        .post(format!("{base}/v1/rollouts"))
-        .bearer_auth(&writer)
-        .json(&create)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let id = r.json::<Value>().await.unwrap()["rollout_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_rollout(&client, &base, &writer, "fault").await;
 
     // Load: three writers until told to stop; each logs acknowledged answers and keys whose
     // outcome is unknown.

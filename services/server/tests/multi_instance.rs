@@ -7,14 +7,17 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use rollgate_auth::DevKeys;
 use rollgate_store::EventStore;
 use rollgate_testkit::TestDb;
 use serde_json::{json, Value};
-use support::{spawn_server, token, wait_ready, Server};
+use support::{
+    assert_rebuild_equals, create_body, http_client, spawn_server, token, wait_projected,
+    wait_ready, Server,
+};
 
 const INSTANCES: usize = 3;
 const WRITERS: usize = 6;
@@ -52,10 +55,7 @@ async fn three_instances_one_log() {
     let keys = DevKeys::load_or_create(&key_dir).expect("dev keys");
     let writer = token(&keys, "alice", &["release_manager"], &["web"]);
     let auditor = token(&keys, "ada", &["auditor"], &["*"]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let client = http_client(Duration::from_secs(20));
     let mut servers: Vec<Server> = Vec::new();
     for i in 0..INSTANCES {
         let log = dir.path().join(format!("server-{i}.log"));
@@ -65,12 +65,9 @@ async fn three_instances_one_log() {
     }
     let bases: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.base.clone()).collect());
 
-    let create: Value =
-        serde_json::from_str(include_str!("../../../tests/fixtures/create-rollout.json")).unwrap();
     let mut rollouts = Vec::new();
     for i in 0..3 {
-        let mut body = create.clone();
-        body["feature_key"] = json!(format!("multi-{i}"));
+        let body = create_body(&format!("multi-{i}"));
         let (status, body) = post(
             &client,
             format!("{}/v1/rollouts", bases[i % INSTANCES]),
@@ -230,18 +227,7 @@ async fn three_instances_one_log() {
 
     // No event applied twice; read models equal a rebuild.
     let pool = store.pool();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while rollgate_projections::projected_position(&pool)
-        .await
-        .unwrap()
-        < head
-    {
-        assert!(
-            Instant::now() < deadline,
-            "projections never reached {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_projected(&pool, head).await;
     for s in &mut servers {
         s.child.kill();
     }
@@ -253,16 +239,7 @@ async fn three_instances_one_log() {
         .find(|(t, _)| t == "audit_trail")
         .map(|(_, rows)| rows.len() as u64);
     assert_eq!(audit_rows, Some(head), "one audit row per event");
-    assert_eq!(
-        rollgate_projections::rebuild(store.clone(), None)
-            .await
-            .unwrap(),
-        head
-    );
-    let rebuilt = rollgate_projections::dump_read_models(&pool, None)
-        .await
-        .unwrap();
-    assert!(incremental == rebuilt, "read models differ from a rebuild");
+    assert_rebuild_equals(store.clone(), &incremental, head).await;
     eprintln!(
         "multi_instance: instances {INSTANCES}, writers {WRITERS}, acknowledged requests {}, version-conflict retries {}, events checked {checked}, log head {head}, lost 0, applied twice 0",
         acked.len(),

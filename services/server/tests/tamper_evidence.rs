@@ -17,7 +17,7 @@ use rollgate_auth::DevKeys;
 use rollgate_testkit::TestDb;
 use serde_json::{json, Value};
 use sqlx::Executor;
-use support::{spawn_server, token, wait_ready, BIN};
+use support::{create_rollout, http_client, spawn_server, token, wait_ready, BIN};
 
 async fn as_superuser(url: &str, statements: &[&str]) {
     let pool = sqlx::PgPool::connect(url)
@@ -52,28 +52,12 @@ async fn rewritten_event_and_cut_tail_are_found() {
     let keys = DevKeys::load_or_create(&key_dir).expect("dev keys");
     let writer = token(&keys, "alice", &["release_manager"], &["web"]);
     let auditor = token(&keys, "ada", &["auditor"], &["*"]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let client = http_client(Duration::from_secs(20));
     let mut server = spawn_server(&db.url, &key_dir, &log);
     wait_ready(&client, &mut server, &log).await;
     let base = server.base.clone();
 
-    let create: Value =
-        serde_json::from_str(include_str!("../../../tests/fixtures/create-rollout.json")).unwrap();
-    let r = client
-        .post(format!("{base}/v1/rollouts"))
-        .bearer_auth(&writer)
-        .json(&create)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let id = r.json::<Value>().await.unwrap()["rollout_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_rollout(&client, &base, &writer, "tamper").await;
     for i in 0..8 {
         let r = client
             .post(format!("{base}/v1/rollouts/{id}/notes"))

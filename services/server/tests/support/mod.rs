@@ -91,3 +91,73 @@ pub fn token(keys: &DevKeys, sub: &str, roles: &[&str], teams: &[&str]) -> Strin
     })
     .expect("mint")
 }
+
+/// An HTTP client for the tests, with a bound on every request.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The example create body (tests/fixtures/create-rollout.json) with its own feature key.
+pub fn create_body(feature_key: &str) -> serde_json::Value {
+    let mut body: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../../tests/fixtures/create-rollout.json"
+    ))
+    .expect("the example create body");
+    body["feature_key"] = serde_json::json!(feature_key);
+    body
+}
+
+/// Creates a rollout from the example body and answers its id.
+pub async fn create_rollout(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    feature_key: &str,
+) -> String {
+    let r = client
+        .post(format!("{base}/v1/rollouts"))
+        .bearer_auth(token)
+        .json(&create_body(feature_key))
+        .send()
+        .await
+        .expect("create rollout");
+    assert_eq!(r.status().as_u16(), 201);
+    let body: serde_json::Value = r.json().await.expect("a JSON answer");
+    body["rollout_id"].as_str().expect("rollout_id").to_owned()
+}
+
+/// Waits (at most 20 s) until the read models have applied the log up to `head`.
+pub async fn wait_projected(pool: &rollgate_store::DatabasePool, head: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rollgate_projections::projected_position(pool)
+        .await
+        .expect("the projected position")
+        < head
+    {
+        assert!(
+            Instant::now() < deadline,
+            "projections never reached {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rebuilds every read model from position 0 and checks the rows equal `incremental`.
+pub async fn assert_rebuild_equals(
+    store: std::sync::Arc<dyn rollgate_store::EventStore>,
+    incremental: &[(String, Vec<Vec<Option<String>>>)],
+    head: u64,
+) {
+    let pool = store.pool();
+    let rebuilt_to = rollgate_projections::rebuild(store, None)
+        .await
+        .expect("rebuild");
+    assert_eq!(rebuilt_to, head);
+    let rebuilt = rollgate_projections::dump_read_models(&pool, None)
+        .await
+        .expect("read models");
+    assert!(incremental == rebuilt, "read models differ from a rebuild");
+}
