@@ -63,7 +63,9 @@ pub enum ProjectionError {
 }
 
 impl From<sqlx::Error> for ProjectionError {
+    /// Classified as the store classifies it, so an unreachable database stays
+    /// "unavailable" (a 503 to clients) rather than a generic database fault.
     fn from(e: sqlx::Error) -> Self {
-        ProjectionError::Database(e.to_string())
+        ProjectionError::Store(StoreError::from(e))
     }
 }

@@ -105,12 +105,7 @@ impl Issuer<'_> {
         }
         // A command writes a handful of events; ask for more ids than any writes.
         let ids: Vec<_> = (0..16).map(|i| self.ids.event(i)).collect();
-        let found = rollgate_projections::events_by_id(&self.state.store.pool(), &ids)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot look up events by id");
-                Problem::internal()
-            })?;
+        let found = rollgate_projections::events_by_id(&self.state.store.pool(), &ids).await?;
         let (Some(first), Some(last)) = (found.first(), found.last()) else {
             return Ok(None);
         };

@@ -345,12 +345,7 @@ async fn deviation_write_of(req: HttpRequest, payload: Payload) -> Result<Deviat
     let raw = req.match_info().get("did").unwrap_or_default();
     let deviation_id = DeviationId::parse(raw).map_err(|_| not_found())?;
     let stream =
-        rollgate_projections::deviation_stream(&state.store.pool(), deviation_id.as_uuid())
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "deviation look-up failed");
-                Problem::internal()
-            })?;
+        rollgate_projections::deviation_stream(&state.store.pool(), deviation_id.as_uuid()).await?;
     let id = stream
         .as_deref()
         .and_then(rollout_of_stream)

@@ -359,6 +359,27 @@ impl ResponseError for Problem {
     }
 }
 
+/// A read-model failure: bad cursors and limits are the client's, an unreachable database is
+/// unavailability, the rest is a logged server fault.
+impl From<rollgate_projections::ProjectionError> for Problem {
+    fn from(e: rollgate_projections::ProjectionError) -> Self {
+        use rollgate_projections::ProjectionError;
+        match e {
+            ProjectionError::InvalidCursor => {
+                Problem::invalid_field("cursor", "not a cursor from this endpoint")
+            }
+            ProjectionError::InvalidLimit => {
+                Problem::invalid_field("limit", "must be between 1 and 1000")
+            }
+            ProjectionError::Store(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "read model query failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
 impl From<AuthError> for Problem {
     fn from(e: AuthError) -> Self {
         if e.is_config_error() {

@@ -38,12 +38,8 @@ pub async fn flagd(
     let mut cursor: Option<String> = None;
     // bounded: at most 100 pages of 1000 rollouts
     for _ in 0..100 {
-        let page = rollgate_projections::list_rollouts(&pool, &filter, cursor.as_deref(), 1000)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot list rollouts");
-                Problem::internal()
-            })?;
+        let page =
+            rollgate_projections::list_rollouts(&pool, &filter, cursor.as_deref(), 1000).await?;
         for s in &page.items {
             if let Ok(id) = RolloutId::parse(&s.id) {
                 states.push(state.cache.rollout(&*state.store, &id).await?.0);

@@ -58,10 +58,7 @@ async fn github_binding(
             &[Ty::T],
         )
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot list bindings");
-            Problem::internal()
-        })?;
+        .map_err(rollgate_store::StoreError::from)?;
     for row in rows {
         let Some(Val::T(Some(stream))) = row.into_iter().next() else {
             continue;

@@ -23,21 +23,9 @@ use crate::state::AppState;
 
 type Answer = Result<HttpResponse, Problem>;
 
-/// Maps a read-model failure: bad cursors and limits are the client's, the rest is logged.
+/// Maps a read-model failure (see `impl From<ProjectionError> for Problem`).
 fn projection_problem(e: ProjectionError) -> Problem {
-    match e {
-        ProjectionError::InvalidCursor => {
-            Problem::invalid_field("cursor", "not a cursor from this endpoint")
-        }
-        ProjectionError::InvalidLimit => {
-            Problem::invalid_field("limit", "must be between 1 and 1000")
-        }
-        ProjectionError::Store(e) => e.into(),
-        other => {
-            tracing::error!(error = %other, "read model query failed");
-            Problem::internal()
-        }
-    }
+    e.into()
 }
 
 fn teams(caller: &Caller) -> TeamScope {
