@@ -13,7 +13,10 @@
 //!
 //! A second test signs in through the real `oidc-provider` (tests/js/oidc/provider.mjs):
 //! a token from another issuer is refused, then the code flow with PKCE runs in the browser
-//! and the server, started with `--oidc-issuer`, accepts the provider's ID token.
+//! and the server, started with `--oidc-issuer`, accepts the provider's ID token. Then the
+//! provider rotates its signing key (it starts again on the same issuer with only a new key)
+//! while the server keeps running: the next sign-in's token, signed with the new key, is
+//! accepted, while tokens of the retired key and of a key never published are refused.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -561,23 +564,53 @@ async fn the_console_in_a_real_browser() {
     }
 }
 
-/// The OpenID provider of `tests/js/oidc/provider.mjs` (the real `oidc-provider`), stopped
-/// when dropped.
+/// The OpenID provider of `tests/js/oidc/provider.mjs` (the real `oidc-provider`), signing
+/// with a fresh RSA key named `kid`; stopped when dropped.
 struct OpenIdProvider {
     child: Child,
     issuer: String,
+    /// The `kid` of the one key in its JWKS.
+    kid: String,
+    redirect_uri: String,
+    client_id: String,
     /// Kept open: the provider's standard output.
     _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
-impl Drop for OpenIdProvider {
-    fn drop(&mut self) {
+impl OpenIdProvider {
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Rotates the signing key the way a provider restarted with a new key set does: this
+    /// one stops and another starts on the same address (so the same issuer), publishing
+    /// only a new key named `kid`.
+    fn rotate_to(&mut self, kid: &str) {
+        self.stop();
+        let port = url::Url::parse(&self.issuer)
+            .unwrap()
+            .port()
+            .expect("the issuer names its port");
+        let next = start_provider(&self.redirect_uri, &self.client_id, Some(port), kid);
+        assert_eq!(next.issuer, self.issuer, "the provider came back elsewhere");
+        // The old process is already gone: its drop finds nothing left to stop.
+        *self = next;
+    }
 }
 
-fn start_provider(redirect_uri: &str, client_id: &str) -> OpenIdProvider {
+impl Drop for OpenIdProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_provider(
+    redirect_uri: &str,
+    client_id: &str,
+    port: Option<u16>,
+    kid: &str,
+) -> OpenIdProvider {
     use std::io::BufRead;
     let modules = std::env::var("ROLLGATE_NODE_MODULES").unwrap_or_else(|_| {
         panic!("ROLLGATE_NODE_MODULES is not set: a node_modules folder with oidc-provider is needed (`cargo xtask test` installs it)")
@@ -592,6 +625,8 @@ fn start_provider(redirect_uri: &str, client_id: &str) -> OpenIdProvider {
         .env("ROLLGATE_NODE_MODULES", &modules)
         .env("REDIRECT_URI", redirect_uri)
         .env("CLIENT_ID", client_id)
+        .env("PORT", port.unwrap_or(0).to_string())
+        .env("SIGNING_KID", kid)
         .stdout(Stdio::piped())
         .stderr(
             std::fs::File::create(std::env::temp_dir().join("rollgate-oidc-provider.log")).unwrap(),
@@ -603,31 +638,130 @@ fn start_provider(redirect_uri: &str, client_id: &str) -> OpenIdProvider {
     stdout
         .read_line(&mut line)
         .expect("the provider prints its issuer");
-    let issuer = serde_json::from_str::<Value>(&line)
-        .ok()
-        .and_then(|v| v["issuer"].as_str().map(str::to_owned))
+    let started = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
+    let issuer = started["issuer"]
+        .as_str()
+        .map(str::to_owned)
         .unwrap_or_else(|| panic!("the provider did not start: {line:?}"));
+    assert_eq!(started["kid"], json!(kid), "the provider's signing key");
     OpenIdProvider {
         child,
         issuer,
+        kid: kid.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        client_id: client_id.to_owned(),
         _stdout: stdout,
     }
 }
 
 /// The claims of a JWT (its signature is the server's business; here the flow's own checks).
 fn jwt_claims(jwt: &str) -> Value {
+    jwt_part(jwt, 1)
+}
+
+/// The JOSE header of a JWT.
+fn jwt_header(jwt: &str) -> Value {
+    jwt_part(jwt, 0)
+}
+
+fn jwt_part(jwt: &str, index: usize) -> Value {
     use base64::Engine;
-    let part = jwt.split('.').nth(1).expect("a JWT");
+    let part = jwt.split('.').nth(index).expect("a JWT");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part)
-        .expect("base64url claims");
-    serde_json::from_slice(&bytes).expect("JSON claims")
+        .expect("base64url JWT part");
+    serde_json::from_slice(&bytes).expect("a JSON JWT part")
 }
 
 #[derive(clap::Parser)]
 struct ServeCli {
     #[command(flatten)]
     serve: rollgate_server::config::ServeArgs,
+}
+
+/// A minimal wait before the server may fetch the provider's keys again: started with
+/// `--oidc-jwks-refresh-seconds 1`, it fetches at most once a second for unknown key ids.
+const JWKS_REFRESH: Duration = Duration::from_millis(1_100);
+
+/// The code flow with PKCE in the browser, from the sign-in page: `user` signs in at the
+/// provider (its development login and consent pages) and the console exchanges the code.
+/// Consent is given no earlier than `not_before`. Answers the ID token the console received.
+async fn provider_sign_in(
+    ui: &Ui,
+    issuer: &str,
+    user: &str,
+    not_before: Option<std::time::Instant>,
+) -> String {
+    ui.el("#oidc-sign-in").await.click().await.unwrap();
+    // The provider's own pages (development interactions): login, then consent.
+    let login = ui.el("input[name=login]").await;
+    let url = ui.c.current_url().await.unwrap();
+    assert!(url.as_str().starts_with(issuer), "{url}");
+    login.send_keys(user).await.unwrap();
+    ui.el("input[name=password]")
+        .await
+        .send_keys("any")
+        .await
+        .unwrap();
+    ui.el("form:has(input[name=prompt][value=login]) button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let consent = ui
+        .el("form:has(input[name=prompt][value=consent]) button[type=submit]")
+        .await;
+    if let Some(t) = not_before {
+        tokio::time::sleep(t.saturating_duration_since(std::time::Instant::now())).await;
+    }
+    consent.click().await.unwrap();
+    // Back in the console: the code was exchanged from the browser with the verifier.
+    let mut answers = Value::Null;
+    for _ in 0..100 {
+        let r =
+            ui.c.execute(
+                "return (window.__rg && window.__rg.tokenAnswers) || []",
+                vec![],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        if r.as_array().is_some_and(|a| !a.is_empty()) {
+            answers = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = &answers[0];
+    assert_eq!(answer["status"], 200, "token endpoint: {answer}");
+    answer["body"]["id_token"]
+        .as_str()
+        .expect("an ID token")
+        .to_owned()
+}
+
+/// Waits (bounded) until the console has called the API with `token`.
+async fn api_called_with(ui: &Ui, token: &str) {
+    let bearer = json!(format!("Bearer {token}"));
+    for _ in 0..100 {
+        let r = ui.js("return window.__rg.apiBearers").await;
+        if r.as_array().is_some_and(|a| a.contains(&bearer)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the API was never called with the ID token");
+}
+
+/// The status of `GET /v1/approvals/inbox` with `token`, from outside the browser.
+async fn inbox_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/approvals/inbox"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the server answers")
+        .status()
+        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,7 +776,12 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
         .unwrap()
         .port();
     let origin = format!("http://127.0.0.1:{port}");
-    let provider = start_provider(&format!("{origin}/console/"), CLIENT);
+    let mut provider = start_provider(
+        &format!("{origin}/console/"),
+        CLIENT,
+        None,
+        "provider-key-1",
+    );
     let db = rollgate_testkit::TestDb::new(Backend::Sqlite).await;
     let cli = ServeCli::try_parse_from([
         "rollgate",
@@ -654,6 +793,8 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
         &provider.issuer,
         "--oidc-client-id",
         CLIENT,
+        "--oidc-jwks-refresh-seconds",
+        "1",
     ])
     .unwrap_or_else(|e| panic!("serve arguments: {e}"));
     let server = rollgate_server::Application::build(
@@ -681,18 +822,21 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
         ui.clean("sign-in with OpenID Connect").await;
         // A well-formed token from another issuer (rollgate's development key) is refused.
         let other = tempfile::tempdir().unwrap();
-        let stranger = rollgate_auth::DevKeys::load_or_create(other.path())
-            .unwrap()
-            .mint(rollgate_e2e::MintRequest {
-                sub: "bob".into(),
-                roles: vec!["approver".into()],
-                teams: vec!["web".into()],
-                ttl_seconds: 600,
-                now: chrono::Utc::now().timestamp(),
-                issuer: "rollgate".into(),
-                audience: CLIENT.into(),
-            })
-            .unwrap();
+        let other_key = rollgate_auth::DevKeys::load_or_create(other.path()).unwrap();
+        let mint = |issuer: &str| {
+            other_key
+                .mint(rollgate_e2e::MintRequest {
+                    sub: "bob".into(),
+                    roles: vec!["approver".into()],
+                    teams: vec!["web".into()],
+                    ttl_seconds: 600,
+                    now: chrono::Utc::now().timestamp(),
+                    issuer: issuer.into(),
+                    audience: CLIENT.into(),
+                })
+                .unwrap()
+        };
+        let stranger = mint("rollgate");
         ui.el("#token-input")
             .await
             .send_keys(&stranger)
@@ -704,52 +848,17 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
             "The server refused this token",
         )
         .await;
+        // Its unknown kid may have made the server fetch the JWKS (unchanged) again: the
+        // last fetch (this one or the one at start-up) began before now.
+        let last_fetch_before = std::time::Instant::now();
         assert_eq!(
             ui.js("return sessionStorage.getItem('rollgate.token')")
                 .await,
             Value::Null
         );
-        ui.el("#oidc-sign-in").await.click().await.unwrap();
-        // The provider's own pages (development interactions): login, then consent.
-        let login = ui.el("input[name=login]").await;
-        let url = ui.c.current_url().await.unwrap();
-        assert!(url.as_str().starts_with(&provider.issuer), "{url}");
-        login.send_keys("bob").await.unwrap();
-        ui.el("input[name=password]")
-            .await
-            .send_keys("any")
-            .await
-            .unwrap();
-        ui.el("form:has(input[name=prompt][value=login]) button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
-        ui.el("form:has(input[name=prompt][value=consent]) button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
-        // Back in the console: the code was exchanged from the browser with the verifier.
-        let mut answers = Value::Null;
-        for _ in 0..100 {
-            let r =
-                ui.c.execute(
-                    "return (window.__rg && window.__rg.tokenAnswers) || []",
-                    vec![],
-                )
-                .await
-                .unwrap_or(Value::Null);
-            if r.as_array().is_some_and(|a| !a.is_empty()) {
-                answers = r;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let answer = &answers[0];
-        assert_eq!(answer["status"], 200, "token endpoint: {answer}");
-        let id_token = answer["body"]["id_token"].as_str().expect("an ID token");
-        let claims = jwt_claims(id_token);
+        let id_token = provider_sign_in(&ui, &provider.issuer, "bob", None).await;
+        let claims = jwt_claims(&id_token);
+        assert_eq!(jwt_header(&id_token)["kid"], json!(provider.kid));
         assert_eq!(claims["iss"], json!(provider.issuer));
         assert_eq!(claims["aud"], json!(CLIENT));
         assert_eq!(claims["sub"], "bob");
@@ -759,21 +868,9 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
         // The code and state are gone from the address; the token was never in it.
         let url = ui.c.current_url().await.unwrap();
         assert_eq!(url.query(), None, "{url}");
-        assert!(!url.as_str().contains(id_token));
+        assert!(!url.as_str().contains(&id_token));
         // The console called the API with that token.
-        let bearer = format!("Bearer {id_token}");
-        let mut sent = false;
-        for _ in 0..100 {
-            let r = ui.js("return window.__rg.apiBearers").await;
-            if r.as_array()
-                .is_some_and(|a| a.iter().any(|b| b == &json!(bearer)))
-            {
-                sent = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(sent, "the API was never called with the ID token");
+        api_called_with(&ui, &id_token).await;
         // The server accepted the provider's token: bob is signed in and sees his inbox.
         ui.text_contains("#who-name", "bob · approver · teams web")
             .await;
@@ -785,9 +882,65 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
         let cookies = ui.js("return document.cookie").await;
         assert_eq!(cookies, json!(""), "no cookie on the console's origin");
         ui.clean("after the OpenID Connect redirect").await;
+
+        // The provider rotates its signing key while rollgate keeps running: it comes back
+        // on the same issuer publishing only a new key, and signs the next sign-in with it.
+        eprintln!("key rotation");
+        let old_token = id_token;
+        provider.rotate_to("provider-key-2");
+        ui.el("#sign-out").await.click().await.unwrap();
+        ui.text_contains("main", "You are signed out").await;
+        // The server fetches the keys again for the new kid, at most once a second: the
+        // console must not present it before a second has passed since the last fetch.
+        let new_token = provider_sign_in(
+            &ui,
+            &provider.issuer,
+            "bob",
+            Some(last_fetch_before + JWKS_REFRESH),
+        )
+        .await;
+        assert_eq!(jwt_header(&new_token)["kid"], json!("provider-key-2"));
+        assert_eq!(jwt_claims(&new_token)["iss"], json!(provider.issuer));
+        api_called_with(&ui, &new_token).await;
+        // Accepted without a restart of rollgate: the console shows bob's inbox, no 401.
+        ui.text_contains("#who-name", "bob · approver · teams web")
+            .await;
+        ui.text_contains("#inbox-list", "Nothing waits for you")
+            .await;
+        let refused = ui.js("return window.__rg.refused").await;
+        assert_eq!(refused, json!([]), "the API refused the new key's token");
+        assert_eq!(inbox_status(&ui.base, &new_token).await, 200);
+        ui.clean("after the key rotation").await;
+        // A key the provider no longer publishes is refused (its token was accepted and
+        // remembered before the rotation), and so is a key it never published, even with
+        // the provider's issuer and the console's audience; fetching again changes nothing.
+        let forged = mint(&provider.issuer);
+        assert_eq!(
+            jwt_claims(&forged)["iss"],
+            json!(provider.issuer),
+            "the forged token names the provider"
+        );
+        for attempt in 0..2 {
+            assert_eq!(
+                inbox_status(&ui.base, &old_token).await,
+                401,
+                "the retired key's token, attempt {attempt}"
+            );
+            assert_eq!(
+                inbox_status(&ui.base, &forged).await,
+                401,
+                "a token signed by a key the provider never published, attempt {attempt}"
+            );
+            // The second attempt comes after the refresh interval, so it may fetch again.
+            if attempt == 0 {
+                tokio::time::sleep(JWKS_REFRESH).await;
+            }
+        }
+        // The new key still works after those refreshes.
+        assert_eq!(inbox_status(&ui.base, &new_token).await, 200);
     });
     let outcome = tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         futures::FutureExt::catch_unwind(scenario),
     )
     .await;
@@ -805,6 +958,6 @@ async fn oidc_sign_in_with_code_and_pkce_in_the_browser() {
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("the OpenID Connect scenario did not finish within 60 s"),
+        Err(_) => panic!("the OpenID Connect scenario did not finish within 90 s"),
     }
 }

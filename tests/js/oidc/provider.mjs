@@ -1,12 +1,16 @@
 // A real OpenID Provider for the console's browser test: the `oidc-provider` package (npm,
 // 9.x) from ROLLGATE_NODE_MODULES, on 127.0.0.1 at a free port, with one public client
 // (authorization code + PKCE, no secret) and test users whose ID tokens carry `roles` and
-// `teams`. Prints one JSON line {"issuer": "..."} when it listens; stops on SIGTERM.
+// `teams`. Prints one JSON line {"issuer": "...", "kid": "..."} when it listens; stops on
+// SIGTERM.
 //
 // Environment: ROLLGATE_NODE_MODULES, REDIRECT_URI (the console's /console/ URL),
-// CLIENT_ID. Configuration follows the package's docs/README.md (clients, findAccount,
+// CLIENT_ID; optional PORT (to start again on the same issuer URL) and SIGNING_KID (a fresh
+// RSA signing key is made with this `kid`, so a restart with another one rotates the key;
+// without it, the package's development key). Configuration follows the package's docs/README.md (clients, findAccount,
 // claims, features.devInteractions, clientBasedCORS, conformIdTokenClaims).
 
+import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -25,8 +29,14 @@ const USERS = {
 };
 
 const server = http.createServer();
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+await new Promise((resolve) => server.listen(Number(process.env.PORT || 0), '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
+
+// The JWKS the provider signs with and publishes (public parts only) at its jwks_uri.
+const kid = process.env.SIGNING_KID || null;
+const jwks = kid
+  ? { keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }] }
+  : undefined;
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -50,9 +60,10 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   cookies: { keys: ['rollgate-console-test-cookie-key'] },
   ttl: { IdToken: 3600, AccessToken: 3600, AuthorizationCode: 60 },
+  ...(jwks ? { jwks } : {}),
 });
 server.on('request', provider.callback());
 // Standard output carries the one line below; the package's notices go to standard error.
 console.log = console.info = (...args) => process.stderr.write(`${args.join(' ')}\n`);
-process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+process.stdout.write(`${JSON.stringify({ issuer, kid })}\n`);
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
