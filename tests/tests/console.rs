@@ -362,6 +362,10 @@ async fn the_console_in_a_real_browser() {
         ui.text_contains(&card_css, "Requested by").await;
         ui.text_contains(&card_css, "alice").await;
         ui.text_contains(&card_css, "0 of 2 approver").await;
+        // Soak by the server's clock (the test's clock, months behind this browser's): the
+        // stage was entered just now for the server, with a day of minimum soak.
+        ui.text_contains(&format!("{card_css} .soak"), "1 d of soak remaining")
+            .await;
         ui.shoot("inbox").await;
         // A request made elsewhere appears without a reload (the event stream).
         let marker = ui.js("window.__same_document = true; return null").await;

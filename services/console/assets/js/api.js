@@ -15,6 +15,20 @@ export class ApiError extends Error {
   }
 }
 
+// The server's clock minus this browser's, in ms, from the `Date` header of the latest answer
+// (whole seconds: the middle of that second is taken, and of the request's round trip).
+let clockOffsetMs = 0;
+
+/** The server's clock now, in ms since the epoch: the browser's own may be skewed. */
+export function serverNow() {
+  return Date.now() + clockOffsetMs;
+}
+
+function noteServerClock(res, sentAt) {
+  const date = Date.parse(res.headers.get('Date') || '');
+  if (!Number.isNaN(date)) clockOffsetMs = date + 500 - (sentAt + Date.now()) / 2;
+}
+
 /** Called once on a 401: back to sign-in with a clear message. */
 function expired() {
   signOut(EXPIRED);
@@ -29,12 +43,14 @@ async function send(method, path, { body, accept } = {}) {
   headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method === 'POST') headers['Idempotency-Key'] = crypto.randomUUID();
+  const sentAt = Date.now();
   const res = await fetch(path, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: 'no-store',
   });
+  noteServerClock(res, sentAt);
   if (res.status === 401) {
     // Only the token still in use can expire the session (not one replaced meanwhile).
     if (token() === t) expired();
@@ -80,4 +96,13 @@ export async function all(path, params, pages = 10) {
 /** A rollout's stored events (for readings, notes and breaches). */
 export function events(id) {
   return all(`/v1/rollouts/${encodeURIComponent(id)}/events`, {});
+}
+
+/**
+ * The gate's answer for a rollout's next transition (GET /v1/rollouts/{id}/gate): what R4
+ * would say now, by the server's clock (soak remaining among its reasons). Null when it
+ * cannot be read.
+ */
+export function gate(id) {
+  return get(`/v1/rollouts/${encodeURIComponent(id)}/gate`).catch(() => null);
 }

@@ -103,11 +103,20 @@ export function guardrails(view, readings, withCharts) {
   return wrap;
 }
 
-/** Soak time left at the current stage, in words. */
-export function soakText(view, now = Date.now()) {
+/**
+ * Soak time left at the current stage, in words, by the server's clock: the remaining time
+ * in the gate's soak reason (`gate`, from GET /v1/rollouts/{id}/gate) when there is one,
+ * else from the stage's entry time and the server's clock as its answers' `Date` says.
+ */
+export function soakText(view, gate) {
   const st = view.stage === null || view.stage === undefined ? null : view.plan.stages[view.stage];
   if (!st || !view.stage_entered_at) return 'no stage exposed yet';
-  const left = Date.parse(view.stage_entered_at) / 1000 + st.min_soak_seconds - now / 1000;
+  const soak = gate && Array.isArray(gate.reasons)
+    ? gate.reasons.find((r) => r.code === 'soak' && r.stage === view.stage)
+    : null;
+  const left = soak && Number.isFinite(soak.remaining_seconds)
+    ? soak.remaining_seconds
+    : Date.parse(view.stage_entered_at) / 1000 + st.min_soak_seconds - api.serverNow() / 1000;
   return left > 0 ? `${fmtDuration(left)} of soak remaining` : 'soak time complete';
 }
 

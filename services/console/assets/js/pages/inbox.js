@@ -8,7 +8,7 @@ const REFRESH_ON = new Set(['AdvanceRequested', 'AdvanceApproved', 'AdvanceRejec
 
 async function card(item, refresh) {
   const rid = encodeURIComponent(item.rollout_id);
-  const [view, events] = await Promise.all([api.get(`/v1/rollouts/${rid}`), api.events(item.rollout_id)]);
+  const [view, events, gate] = await Promise.all([api.get(`/v1/rollouts/${rid}`), api.events(item.rollout_id), api.gate(item.rollout_id)]);
   const target = view.plan.stages[item.to_stage];
   const readings = readingsOf(events);
   return h('article', { class: 'card inbox-item', 'data-request': item.request_id, 'aria-labelledby': `t-${item.request_id}` },
@@ -21,7 +21,7 @@ async function card(item, refresh) {
       h('div', {}, h('dt', {}, 'Exposure'), h('dd', {}, `${view.exposure_percentage} % now, ${target ? target.audience.percentage : '?'} % after`)),
       h('div', {}, h('dt', {}, 'Requested by'), h('dd', { class: 'requester' }, item.requested_by)),
       h('div', {}, h('dt', {}, 'Requested'), h('dd', {}, fmtTime(item.requested_at))),
-      h('div', {}, h('dt', {}, 'Soak'), h('dd', {}, soakText(view)))),
+      h('div', {}, h('dt', {}, 'Soak'), h('dd', { class: 'soak' }, soakText(view, gate)))),
     h('h3', {}, 'Quorum'),
     quorumList(item.required, item.approvals),
     h('h3', {}, 'Guardrails at the current stage'),

@@ -112,7 +112,7 @@ function actions(view, reload) {
   return box;
 }
 
-function requests(view) {
+function requests(view, gate) {
   const open = Object.values(view.requests).filter((r) => r.status === 'open');
   if (!open.length) return h('p', { class: 'hint' }, 'No open advance request.');
   return h('div', {}, open.map((r) => {
@@ -120,7 +120,7 @@ function requests(view) {
     const valid = r.approvals.filter((a) => a.plan_revision === view.plan_revision);
     return h('article', { class: 'card open-request', 'data-request': r.id },
       h('h3', {}, `Advance to ${stageLabel(view.plan, r.to_stage)}`),
-      h('p', { class: 'meta' }, `Requested by ${r.requested_by} at ${fmtTime(r.requested_at)} · ${soakText(view)}`),
+      h('p', { class: 'meta' }, `Requested by ${r.requested_by} at ${fmtTime(r.requested_at)} · ${soakText(view, gate)}`),
       quorumList(st ? st.approvals : [], valid),
       hasRole('approver') ? decisionForm(view.id, r.id, () => window.dispatchEvent(new CustomEvent('rollgate:navigate'))) : null);
   }));
@@ -146,7 +146,7 @@ function noteForm(view, reload) {
 export async function rolloutPage(id) {
   const node = h('section', { class: 'rollout' });
   async function load() {
-    const [view, events] = await Promise.all([api.get(`/v1/rollouts/${encodeURIComponent(id)}`), api.events(id)]);
+    const [view, events, gate] = await Promise.all([api.get(`/v1/rollouts/${encodeURIComponent(id)}`), api.events(id), api.gate(id)]);
     const readings = readingsOf(events);
     const reload = () => load().catch((e) => node.prepend(message('error', explain(e))));
     node.replaceChildren(
@@ -162,7 +162,7 @@ export async function rolloutPage(id) {
       h('p', {}, h('a', { href: `#/postmortem/${view.id}` }, 'Timeline and post-mortem'), ' · ',
         h('a', { href: `#/audit?rollout_id=${view.id}` }, 'Decisions and audit trail')),
       h('h2', {}, 'Stages'), pipeline(view),
-      h('h2', {}, 'Open requests'), requests(view),
+      h('h2', {}, 'Open requests'), requests(view, gate),
       h('h2', {}, 'Actions'), actions(view, reload),
       h('div', { class: 'grid2' },
         h('div', {}, h('h2', {}, 'Readiness'), readiness(view)),
