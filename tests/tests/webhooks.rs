@@ -1,95 +1,25 @@
 //! Webhooks over HTTP: a webhook registered through `POST /v1/webhooks` receives a scripted
 //! rollout's events in log order, each signature verified by the independent Python
-//! `standardwebhooks` package (the receiver of the delivery crate's tests,
-//! services/delivery/tests/support/receiver.py; `ROLLGATE_PYTHON`). The secret is answered
-//! once; a refused URL is a 422 naming `url`; another team's webhook is a 404.
+//! `standardwebhooks` package (the delivery crate's receiver,
+//! services/delivery/tests/support/receiver.{py,rs}, `#[path]`-included; `ROLLGATE_PYTHON`).
+//! The secret is answered once; a refused URL is a 422 naming `url`; another team's webhook
+//! is a 404.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use rollgate_e2e::flow::{ok, running_example, ALICE, AUDREY, GINA};
 use rollgate_e2e::{json, TestApp};
 use rollgate_store::BackendKind;
-use serde_json::Value;
 
-/// The python holding `standardwebhooks`: `ROLLGATE_PYTHON`, else `python3` on PATH.
-fn python() -> String {
-    let candidate = std::env::var("ROLLGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let ok = Command::new(&candidate)
-        .args(["-c", "import standardwebhooks"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no python with the standardwebhooks package (set ROLLGATE_PYTHON; `cargo xtask test` installs it)"
-    );
-    candidate
-}
-
-struct Receiver {
-    child: Child,
-    port: u16,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../services/delivery/tests/support/receiver.py"
-        );
-        let mut child = Command::new(python())
-            .args([script, "0", "{}"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the receiver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("receiver says where it listens");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected receiver output {line:?}"));
-        Receiver { child, port }
-    }
-
-    async fn control(&self, cfg: Value) {
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/_control", self.port))
-            .json(&cfg)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("receiver control");
-    }
-
-    async fn log(&self) -> Vec<Value> {
-        reqwest::get(format!("http://127.0.0.1:{}/_log", self.port))
-            .await
-            .expect("receiver log")
-            .json()
-            .await
-            .expect("receiver log json")
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../../services/delivery/tests/support/receiver.rs"]
+mod receiver;
+use receiver::Receiver;
 
 #[tokio::test]
 async fn a_registered_webhook_receives_the_rollout_in_order_signed() {
     let app = TestApp::spawn(BackendKind::Sqlite).await;
-    let receiver = Receiver::start();
+    let receiver = Receiver::start(0);
     let types = [
         "dev.rollgate.rollout.created",
         "dev.rollgate.rollout.readiness_signed_off",
@@ -116,7 +46,7 @@ async fn a_registered_webhook_receives_the_rollout_in_order_signed() {
         GINA,
         json!({
             "team": "web",
-            "url": format!("http://127.0.0.1:{}/hook", receiver.port),
+            "url": receiver.url(),
             "event_types": types,
         }),
     )

@@ -1,11 +1,9 @@
-//! Test support: a real webhook receiver (Python, verifying with the `standardwebhooks`
-//! package), a writer that records rollout commands through the domain and the store as the
-//! server does, and bounded waits.
+//! Test support: a real webhook receiver ([`receiver`]: Python, verifying with the
+//! `standardwebhooks` package), a writer that records rollout commands through the domain
+//! and the store as the server does, and bounded waits.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,99 +18,9 @@ use uuid::Uuid;
 
 pub const PLAN: &str = include_str!("../fixtures/plan.json");
 
-/// The python holding `standardwebhooks`: `ROLLGATE_PYTHON`, else `python3` on PATH.
-pub fn python() -> String {
-    let candidate = std::env::var("ROLLGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let ok = Command::new(&candidate)
-        .args(["-c", "import standardwebhooks"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no python with the standardwebhooks package (set ROLLGATE_PYTHON; `cargo xtask test` installs it)"
-    );
-    candidate
-}
-
-/// A running receiver on 127.0.0.1.
-pub struct Receiver {
-    child: Child,
-    pub port: u16,
-    http: reqwest::Client,
-}
-
-impl Receiver {
-    /// Starts a receiver on `port` (0 = any free port).
-    pub fn start(port: u16) -> Receiver {
-        Self::start_with(port, json!({}))
-    }
-
-    /// Starts a receiver already configured (secrets, script) before it accepts a request.
-    pub fn start_with(port: u16, control: Value) -> Receiver {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/receiver.py");
-        let mut child = Command::new(python())
-            .args([script, &port.to_string(), &control.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the receiver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("receiver says where it listens");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected receiver output {line:?}"));
-        Receiver {
-            child,
-            port,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    pub async fn control(&self, cfg: Value) {
-        self.http
-            .post(format!("http://127.0.0.1:{}/_control", self.port))
-            .json(&cfg)
-            .send()
-            .await
-            .expect("receiver control")
-            .error_for_status()
-            .expect("receiver control ok");
-    }
-
-    pub async fn log(&self) -> Vec<Value> {
-        self.http
-            .get(format!("http://127.0.0.1:{}/_log", self.port))
-            .send()
-            .await
-            .expect("receiver log")
-            .json()
-            .await
-            .expect("receiver log json")
-    }
-
-    /// Ends the receiver (its port then refuses connections).
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub mod receiver;
+#[allow(unused_imports)] // not every test file of the crate starts a receiver
+pub use receiver::Receiver;
 
 /// A port nothing listens on (bound, then released).
 pub fn free_port() -> u16 {

@@ -4,7 +4,8 @@ Verifies every request with the independent `standardwebhooks` package (PyPI), r
 arrived, and answers as scripted. Usage: receiver.py PORT [CONTROL-JSON] (PORT 0 = any);
 prints "listening PORT".
 Control: POST /_control {"secrets": [...], "script": [{"status": 500, "sleep": 1.5,
-"retry_after": 0}, ...], "default": {...}}; GET /_log answers the recorded deliveries.
+"retry_after": 0}, ...], "default": {...}}; GET /_log answers the recorded deliveries,
+GET /_count how many there are.
 """
 import json
 import sys
@@ -38,6 +39,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_log":
             with LOCK:
                 self._answer(200, STATE["log"])
+        elif self.path == "/_count":
+            with LOCK:
+                self._answer(200, {"count": len(STATE["log"])})
         else:
             self._answer(404, {})
 
@@ -76,6 +80,7 @@ class Handler(BaseHTTPRequestHandler):
                     "body": body,
                     "answered": action.get("status", 200) if verified else 401,
                     "path": self.path,
+                    "received_at": time.time(),
                 }
             )
         try:
