@@ -26,7 +26,9 @@ use std::time::Duration;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::Method;
-use rollgate_e2e::flow::{advance_example, ok, readings, running_example, Person, ALICE, BOB, BOT};
+use rollgate_e2e::flow::{
+    advance_example, ok, readings, running_example, Person, ALICE, BOB, BOT, GINA,
+};
 use rollgate_e2e::{example_create_body, json, Backend, TestApp};
 use serde_json::Value;
 
@@ -285,7 +287,31 @@ async fn the_console_in_a_real_browser() {
 
     // Every clock move first: tokens live an hour from the clock's now.
     // A rollout that reached stage 1, then breached a rollback criterion and rolled back.
+    // Argo Rollouts is bound to it and asks the gate before the advance and after the
+    // rollback (gate answers are drawn on the post-mortem's timeline).
     let rolled_back = running_example(&app).await;
+    let argo = ok(
+        &app,
+        Method::POST,
+        "/v1/bindings",
+        GINA,
+        json!({"rollout_id": rolled_back, "target": {"kind": "argo_rollout", "namespace": "shop", "name": "checkout"}}),
+    )
+    .await;
+    let ask_argo = || {
+        let path = format!(
+            "/v1/integrations/argo/{}/gate?stage=1",
+            argo.body["binding_id"].as_str().unwrap()
+        );
+        let secret = argo.body["secret"].as_str().unwrap().to_owned();
+        let app = &app;
+        async move {
+            let r = app.get(&path, &secret).await;
+            r.assert_status(200);
+            r.body["verdict"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(ask_argo().await, "wait");
     advance_example(&app, &rolled_back, 0).await;
     ok(
         &app,
@@ -295,6 +321,11 @@ async fn the_console_in_a_real_browser() {
         readings(&app, &[("error_rate", 0.08, 5_000)]),
     )
     .await;
+    let after_rollback = ask_argo().await;
+    assert_ne!(
+        after_rollback, "wait",
+        "the answer after the rollback changed"
+    );
     // The rollout the release manager works on in the browser, and Rita's own request.
     let main = running_example(&app).await;
     let own = running_example(&app).await;
@@ -460,8 +491,73 @@ async fn the_console_in_a_real_browser() {
         // 5. The post-mortem of the rolled-back rollout, replayed before the rollback.
         eprintln!("step 5");
         ui.go(&format!("#/postmortem/{rolled_back}")).await;
-        ui.el("#timeline-chart .m-breach").await;
+        // The breach on the guardrail lane, said in words, not only in red.
+        let breach = ui
+            .el("#timeline-chart .m-breach[data-outcome=breach]")
+            .await;
+        let title = breach
+            .find(Locator::Css("title"))
+            .await
+            .unwrap()
+            .prop("textContent")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(
+            title.starts_with("guardrail breach: breach") && title.contains("error_rate"),
+            "breach marker title: {title}"
+        );
+        let words = ui
+            .js("return [...document.querySelectorAll('#timeline-chart .marker-word')].map(e => e.textContent)")
+            .await;
+        assert!(
+            words.as_array().unwrap().contains(&json!("breach")),
+            "the breach's word on the timeline: {words}"
+        );
         ui.el("#timeline-chart .m-rollback").await;
+        // Argo's two answers on the gate lane, and listed with their verdicts in words.
+        ui.el("#timeline-chart .m-gate[data-verdict=wait]").await;
+        ui.el(&format!(
+            "#timeline-chart .m-gate[data-verdict={after_rollback}]"
+        ))
+        .await;
+        ui.text_contains("#gate-answers", "gate: wait").await;
+        ui.text_contains("#gate-answers", &format!("gate: {after_rollback}"))
+            .await;
+        // Verdict entries (from rollgate's own Prometheus evaluations, not run here) are
+        // drawn by the same code: given entries shaped as the timeline projection writes
+        // them, breach and pass get their own markers and words.
+        let drawn = ui
+            .c
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                import('/console/js/pages/postmortem.js').then((m) => {
+                  const at = (s) => `2026-03-01T09:00:0${s}Z`;
+                  const steps = [1, 2, 3].map((p) => ({ position: p, at: at(p), event_type: 'ReadingsRecorded', state: { stage_index: 0, exposure: 5 } }));
+                  const entry = (position, summary) => ({ position, at: at(position), offset_seconds: position, event_type: 'ReadingsRecorded', actor: { id: 'rollgate', roles: [] }, summary, kind: 'verdict' });
+                  const timeline = [
+                    entry(2, 'rollback criterion error_rate > 0.05: value 0.08 over 500 samples (min 100 samples): inconclusive -> fail; query `sum(rate(x[5m]))`'),
+                    entry(3, 'rollback criterion error_rate > 0.05: value 0.01 over 500 samples (min 100 samples): fail -> pass; query `sum(rate(x[5m]))`; success criterion p95 < 300: value 120 over 500 samples (min 100 samples): inconclusive -> pass; query `q`'),
+                  ];
+                  const { svg } = m.drawTimeline(steps, timeline, null, []);
+                  done({
+                    outcomes: [...svg.querySelectorAll('.m-verdict')].map((e) => e.getAttribute('data-outcome')),
+                    words: [...svg.querySelectorAll('.marker-word')].map((e) => e.textContent),
+                    markdown: m.markdownSection(timeline, []),
+                  });
+                }, (e) => done({ error: String(e) }));"#,
+                vec![],
+            )
+            .await
+            .expect("the post-mortem module draws a timeline");
+        assert_eq!(drawn["outcomes"], json!(["breach", "pass"]), "{drawn}");
+        assert_eq!(drawn["words"], json!(["breach", "pass"]), "{drawn}");
+        let section = drawn["markdown"].as_str().unwrap();
+        assert!(
+            section.contains("T+0:00:02 (position 2) guardrail **breach**")
+                && section.contains("T+0:00:03 (position 3) guardrail **pass**"),
+            "{section}"
+        );
         let now_stage = ui.text_contains("#replay-stage", "").await;
         let steps = ui
             .js(&format!(
@@ -500,7 +596,29 @@ async fn the_console_in_a_real_browser() {
         ui.el("#export-markdown").await.click().await.unwrap();
         ui.text_contains("#postmortem-markdown", "One-click checkout")
             .await;
+        let report = ui
+            .text_contains(
+                "#postmortem-markdown",
+                "## Guardrail verdicts and gate answers",
+            )
+            .await;
+        let line = |needle: &str| {
+            report
+                .lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?} in the report: {report}"))
+                .to_owned()
+        };
+        // Offsets from the start by the decision times: Argo asked at the start, and again
+        // after the day of soak that preceded the advance, breach and rollback.
+        assert!(line("guardrail **breach** (GuardrailBreached)").starts_with("- T+24:00:00"));
+        assert!(line("**gate: wait**").starts_with("- T+0:00:00"));
+        assert!(line(&format!("**gate: {after_rollback}**")).starts_with("- T+24:00:00"));
         ui.clean("post-mortem").await;
+        // The picture shows the timeline (not the slider that has focus), without a notice
+        // left from an earlier step.
+        ui.js("document.getElementById('live').textContent = ''; document.getElementById('timeline-chart').scrollIntoView(); return null")
+            .await;
         ui.shoot("postmortem").await;
 
         // 6. The hostile title renders as text, in the list and on its page.
