@@ -270,8 +270,11 @@ impl Ui {
         assert_eq!(r["errors"], json!([]), "{page}: console errors");
     }
 
-    /// Screenshots at both viewports (the page is left at the wide one).
+    /// Screenshots at both viewports (the page is left at the wide one), without a live
+    /// notice left from an earlier step (they clear themselves after a few seconds).
     async fn shoot(&self, name: &str) {
+        self.js("document.getElementById('live').textContent = ''; return null")
+            .await;
         for (w, h, tag) in [(390u32, 844u32, "narrow"), (1280, 800, "wide")] {
             self.c.set_window_size(w, h).await.unwrap();
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -615,9 +618,8 @@ async fn the_console_in_a_real_browser() {
         assert!(line("**gate: wait**").starts_with("- T+0:00:00"));
         assert!(line(&format!("**gate: {after_rollback}**")).starts_with("- T+24:00:00"));
         ui.clean("post-mortem").await;
-        // The picture shows the timeline (not the slider that has focus), without a notice
-        // left from an earlier step.
-        ui.js("document.getElementById('live').textContent = ''; document.getElementById('timeline-chart').scrollIntoView(); return null")
+        // The picture shows the timeline (not the slider that has focus).
+        ui.js("document.getElementById('timeline-chart').scrollIntoView(); return null")
             .await;
         ui.shoot("postmortem").await;
 
