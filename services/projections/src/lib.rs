@@ -11,7 +11,8 @@
 //! - [`timeline`]: per-rollout timeline, step-by-step replay and the post-mortem report,
 //!   built from a stream's events (not from tables).
 //!
-//! The tables are created by `migrations/{postgres,sqlite}/0002_read_models.sql`.
+//! The tables are created by `migrations/{postgres,sqlite}/0002_read_models.sql` (and
+//! `0008_github_bindings.sql`).
 
 mod db;
 pub mod envelope;
@@ -23,9 +24,10 @@ pub mod timeline;
 
 use rollgate_store::StoreError;
 
-pub use lookup::{deviation_stream, events_by_id, StoredPlace};
+pub use lookup::{deviation_stream, events_by_id, github_binding, StoredPlace};
 pub use models::{
-    APPROVER_INBOX, AUDIT_TRAIL, DECISION_LOG, DEVIATION_INDEX, READ_MODELS, ROLLOUT_SUMMARIES,
+    APPROVER_INBOX, AUDIT_TRAIL, DECISION_LOG, DEVIATION_INDEX, GITHUB_BINDINGS, READ_MODELS,
+    ROLLOUT_SUMMARIES,
 };
 pub use projector::{
     dump_read_models, projected_position, rebuild, wait_for_position, BatchOutcome, Projector,

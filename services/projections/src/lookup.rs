@@ -1,7 +1,9 @@
-//! Look-ups the server needs from the log itself, each answered by an index: where a
+//! Look-ups the server needs, each answered by an index. From the log itself: where a
 //! deviation was requested (the partial expression index of migration 0004) and where
-//! events with given ids are stored (the unique index on `events.id`). They read committed
-//! events, so they are current even before the read models have caught up.
+//! events with given ids are stored (the unique index on `events.id`); they read committed
+//! events, so they are current even before the read models have caught up. From a read
+//! model: the rollout a GitHub repository and environment are bound to (`github_bindings`,
+//! migration 0008); callers wait for the projection first.
 
 use rollgate_store::DatabasePool;
 use uuid::Uuid;
@@ -65,4 +67,29 @@ pub async fn events_by_id(
             }
         })
         .collect())
+}
+
+/// The rollout (and its team) of the active binding naming this GitHub `repository`
+/// (`owner/name`, compared without case) and `environment`: the oldest, should several
+/// name them. Read from the `github_bindings` read model, so it reflects the log up to the
+/// projected position.
+pub async fn github_binding(
+    pool: &DatabasePool,
+    repository: &str,
+    environment: &str,
+) -> Result<Option<(String, String)>, ProjectionError> {
+    let sql = "SELECT rollout_id, team FROM github_bindings \
+               WHERE repository = $1 AND environment = $2 AND status = 'active' \
+               ORDER BY position LIMIT 1";
+    let args = [
+        Val::text(repository.to_ascii_lowercase()),
+        Val::text(environment),
+    ];
+    let row = with_conn!(pool, |conn| conn
+        .fetch_optional(sql, &args, &[Ty::T, Ty::T])
+        .await?);
+    Ok(row.and_then(|r| {
+        let mut v = r.into_iter();
+        Some((v.next()?.into_text()?, v.next()?.into_text()?))
+    }))
 }

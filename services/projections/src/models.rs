@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use rollgate_domain::binding::{BindingEvent, Target};
 use rollgate_domain::plan::{Plan, QuorumRule};
 use rollgate_domain::{PolicyEvent, RolloutEvent, RolloutStatus};
 use serde::{Deserialize, Serialize};
@@ -24,13 +25,16 @@ pub const DECISION_LOG: &str = "decision_log";
 pub const APPROVER_INBOX: &str = "approver_inbox";
 /// Deviation id → rollout.
 pub const DEVIATION_INDEX: &str = "deviation_index";
+/// GitHub repository and environment → the bound rollout (deployment protection rules).
+pub const GITHUB_BINDINGS: &str = "github_bindings";
 
 /// Every read model, by name (the name of its checkpoint row).
-pub const READ_MODELS: [&str; 5] = [
+pub const READ_MODELS: [&str; 6] = [
     APPROVER_INBOX,
     AUDIT_TRAIL,
     DECISION_LOG,
     DEVIATION_INDEX,
+    GITHUB_BINDINGS,
     ROLLOUT_SUMMARIES,
 ];
 
@@ -157,6 +161,20 @@ pub(crate) fn tables_of(model: &str) -> &'static [TableDef] {
                 "last_position",
             ],
         }],
+        GITHUB_BINDINGS => &[TableDef {
+            name: "github_bindings",
+            order_by: "binding_id",
+            columns: &[
+                "binding_id",
+                "repository",
+                "environment",
+                "rollout_id",
+                "team",
+                "status",
+                "position",
+                "last_position",
+            ],
+        }],
         _ => &[],
     }
 }
@@ -169,6 +187,7 @@ pub(crate) struct Targets {
     pub decisions: bool,
     pub inbox: bool,
     pub deviations: bool,
+    pub github_bindings: bool,
 }
 
 impl Targets {
@@ -180,6 +199,7 @@ impl Targets {
             decisions: behind(DECISION_LOG),
             inbox: behind(APPROVER_INBOX),
             deviations: behind(DEVIATION_INDEX),
+            github_bindings: behind(GITHUB_BINDINGS),
         }
     }
 }
@@ -220,6 +240,11 @@ impl Batch {
                 if targets.deviations {
                     apply_deviation(conn, d, rollout_id, e).await?;
                 }
+            }
+        }
+        if let Body::Binding(e) = &d.body {
+            if targets.github_bindings {
+                apply_github_binding(conn, d, e).await?;
             }
         }
         Ok(())
@@ -1095,6 +1120,57 @@ async fn apply_deviation(
                 conn.exec(UPDATE, &set_status(id.to_string(), "used"))
                     .await?;
             }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// GitHub bindings
+// ---------------------------------------------------------------------------
+
+async fn apply_github_binding(
+    conn: &mut Conn<'_>,
+    d: &Decoded<'_>,
+    e: &BindingEvent,
+) -> Result<(), ProjectionError> {
+    let position = d.event.position as i64;
+    match e {
+        BindingEvent::BindingCreated {
+            binding_id,
+            team,
+            rollout_id,
+            target:
+                Target::GithubEnvironment {
+                    repository,
+                    environment,
+                },
+            ..
+        } => {
+            conn.exec(
+                "INSERT INTO github_bindings (binding_id, repository, environment, rollout_id, \
+                 team, status, position, last_position) \
+                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $6) \
+                 ON CONFLICT (binding_id) DO NOTHING",
+                &[
+                    Val::text(binding_id.to_string()),
+                    Val::text(repository.to_ascii_lowercase()),
+                    Val::text(environment.as_str()),
+                    Val::text(rollout_id.to_string()),
+                    Val::text(team.as_str()),
+                    Val::int(position),
+                ],
+            )
+            .await?;
+        }
+        BindingEvent::BindingRevoked { binding_id, .. } => {
+            conn.exec(
+                "UPDATE github_bindings SET status = 'revoked', last_position = $2 \
+                 WHERE binding_id = $1",
+                &[Val::text(binding_id.to_string()), Val::int(position)],
+            )
+            .await?;
         }
         _ => {}
     }

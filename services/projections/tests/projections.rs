@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use rollgate_domain::binding::{BindingEvent, BindingId, SecretHash, Target};
 use rollgate_domain::plan::{Plan, PlanSpec};
 use rollgate_domain::{
     decide, decide_policy, evolve, evolve_policy, Actor, ActorId, AnnotationId, Context,
@@ -15,10 +16,10 @@ use rollgate_domain::{
     Rule, Team, TeamScope,
 };
 use rollgate_projections::{
-    audit, decisions, deviation_rollout, dump_read_models, get_rollout, inbox, list_rollouts,
-    postmortem_markdown, rebuild, replay, timeline, AuditFilter, DecisionFilter, InboxQuery,
-    ProjectionError, Projector, ProjectorOptions, RolloutFilter, TimelineKind, AUDIT_TRAIL,
-    READ_MODELS,
+    audit, decisions, deviation_rollout, dump_read_models, get_rollout, github_binding, inbox,
+    list_rollouts, postmortem_markdown, rebuild, replay, timeline, AuditFilter, DecisionFilter,
+    InboxQuery, ProjectionError, Projector, ProjectorOptions, RolloutFilter, TimelineKind,
+    AUDIT_TRAIL, GITHUB_BINDINGS, READ_MODELS,
 };
 use rollgate_store::{
     read_whole_stream, BackendKind, EventData, EventStore, ExpectedVersion, StoreOptions,
@@ -219,6 +220,98 @@ impl Writer {
             .await
             .unwrap();
     }
+}
+
+impl Writer {
+    /// Appends binding events as the server's binding routes do (`binding-{uuid}`).
+    async fn binding(&mut self, team: &str, who: &Actor, events: Vec<BindingEvent>) {
+        let id = match &events[0] {
+            BindingEvent::BindingCreated { binding_id, .. }
+            | BindingEvent::BindingSecretRotated { binding_id, .. }
+            | BindingEvent::BindingRevoked { binding_id, .. }
+            | BindingEvent::GateAnswered { binding_id, .. } => *binding_id,
+        };
+        let data = events
+            .iter()
+            .map(|e| EventData {
+                id: Uuid::new_v4(),
+                event_type: e.event_type().to_owned(),
+                schema_version: e.schema_version(),
+                payload: e.payload(),
+                metadata: metadata(who, team, 0),
+            })
+            .collect();
+        self.store
+            .append(&id.stream(), ExpectedVersion::Any, data)
+            .await
+            .unwrap();
+    }
+}
+
+fn bound(team: &str, rollout_id: RolloutId, target: Target, secs: i64) -> BindingEvent {
+    BindingEvent::BindingCreated {
+        binding_id: BindingId::new(Uuid::new_v4()),
+        team: Team::parse(team).unwrap(),
+        rollout_id,
+        target,
+        secret_hash: SecretHash::of("a binding secret"),
+        secret_version: 1,
+        bound_by: gus().id,
+        at: at(secs),
+    }
+}
+
+fn github(repository: &str, environment: &str) -> Target {
+    Target::GithubEnvironment {
+        repository: repository.to_owned(),
+        environment: environment.to_owned(),
+    }
+}
+
+fn binding_id_of(e: &BindingEvent) -> BindingId {
+    match e {
+        BindingEvent::BindingCreated { binding_id, .. } => *binding_id,
+        _ => unreachable!("a creation"),
+    }
+}
+
+/// Bindings of the story's rollouts: a GitHub environment of `web` (repository named with
+/// capitals), a Flagger canary (no GitHub row), and a GitHub environment of `api` that is
+/// revoked. Answers the first binding's id. `after_each` as in [`write_story`].
+async fn write_bindings<F, Fut>(w: &mut Writer, story: &Story, mut after_each: F) -> BindingId
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let production = bound("web", story.web, github("Acme/Shop", "production"), 7000);
+    let first = binding_id_of(&production);
+    w.binding("web", &gus(), vec![production]).await;
+    after_each().await;
+    let canary = Target::FlaggerCanary {
+        namespace: "shop".into(),
+        name: "checkout".into(),
+    };
+    w.binding("web", &gus(), vec![bound("web", story.web, canary, 7010)])
+        .await;
+    after_each().await;
+    let staging = bound("api", story.api, github("acme/shop", "staging"), 7020);
+    let staging_id = binding_id_of(&staging);
+    w.binding("api", &gus(), vec![staging]).await;
+    after_each().await;
+    w.binding(
+        "api",
+        &gus(),
+        vec![BindingEvent::BindingRevoked {
+            binding_id: staging_id,
+            team: Team::parse("api").unwrap(),
+            reason: "moved".into(),
+            revoked_by: gus().id,
+            at: at(7030),
+        }],
+    )
+    .await;
+    after_each().await;
+    first
 }
 
 struct Story {
@@ -443,7 +536,14 @@ async fn incremental_projection_equals_rebuild(kind: BackendKind) {
     );
     let mut w = Writer::new(store.clone());
     let p = projector.clone();
-    write_story(&mut w, || {
+    let story = write_story(&mut w, || {
+        let p = p.clone();
+        async move {
+            p.catch_up().await.unwrap();
+        }
+    })
+    .await;
+    write_bindings(&mut w, &story, || {
         let p = p.clone();
         async move {
             p.catch_up().await.unwrap();
@@ -454,6 +554,16 @@ async fn incremental_projection_equals_rebuild(kind: BackendKind) {
     assert_eq!(projector.catch_up().await.unwrap(), end);
     assert_eq!(projector.position().await.unwrap(), end);
     let incremental = dump_read_models(&store.pool(), None).await.unwrap();
+    let github_rows = &incremental
+        .iter()
+        .find(|(t, _)| t == GITHUB_BINDINGS)
+        .unwrap()
+        .1;
+    assert_eq!(
+        github_rows.len(),
+        2,
+        "one row per GitHub binding: {github_rows:?}"
+    );
     let audit_rows = &incremental
         .iter()
         .find(|(t, _)| t == "audit_trail")
@@ -1215,7 +1325,93 @@ async fn timeline_shows_the_evaluations_that_change_a_verdict(kind: BackendKind)
     assert!(!timeline_part.contains("value 0.03"), "{md}");
 }
 
+async fn github_bindings_answer_repository_and_environment(kind: BackendKind) {
+    let (_db, store) = setup(kind).await;
+    let projector = Projector::new(store.clone());
+    let mut w = Writer::new(store.clone());
+    let story = write_story(&mut w, || async {}).await;
+    write_bindings(&mut w, &story, || async {}).await;
+    let pool = store.pool();
+    // Nothing before the projection has run.
+    assert_eq!(
+        github_binding(&pool, "acme/shop", "production")
+            .await
+            .unwrap(),
+        None
+    );
+    projector.catch_up().await.unwrap();
+    let web = Some((story.web.to_string(), "web".to_owned()));
+    // The repository without case, the environment as written.
+    for repository in ["acme/shop", "Acme/Shop", "ACME/SHOP"] {
+        assert_eq!(
+            github_binding(&pool, repository, "production")
+                .await
+                .unwrap(),
+            web,
+            "{repository}"
+        );
+    }
+    assert_eq!(
+        github_binding(&pool, "acme/shop", "Production")
+            .await
+            .unwrap(),
+        None
+    );
+    // Revoked, or never bound.
+    assert_eq!(
+        github_binding(&pool, "acme/shop", "staging").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        github_binding(&pool, "acme/other", "production")
+            .await
+            .unwrap(),
+        None
+    );
+    // A second binding of the same environment: the oldest answers, until it is revoked.
+    let newer = bound("api", story.api, github("acme/shop", "production"), 8000);
+    w.binding("api", &gus(), vec![newer]).await;
+    projector.catch_up().await.unwrap();
+    assert_eq!(
+        github_binding(&pool, "acme/shop", "production")
+            .await
+            .unwrap(),
+        web
+    );
+    let first = dump_read_models(&pool, Some(GITHUB_BINDINGS))
+        .await
+        .unwrap()[0]
+        .1[..]
+        .iter()
+        .find(|r| {
+            r[3].as_deref() == Some(story.web.to_string().as_str())
+                && r[2].as_deref() == Some("production")
+        })
+        .and_then(|r| r[0].clone())
+        .unwrap();
+    w.binding(
+        "web",
+        &gus(),
+        vec![BindingEvent::BindingRevoked {
+            binding_id: BindingId::parse(&first).unwrap(),
+            team: Team::parse("web").unwrap(),
+            reason: "replaced".into(),
+            revoked_by: gus().id,
+            at: at(8010),
+        }],
+    )
+    .await;
+    projector.catch_up().await.unwrap();
+    assert_eq!(
+        github_binding(&pool, "acme/shop", "production")
+            .await
+            .unwrap(),
+        Some((story.api.to_string(), "api".to_owned()))
+    );
+}
+
 rollgate_testkit::both_backends!(
+    github_bindings_answer_repository_and_environment,
     timeline_shows_the_evaluations_that_change_a_verdict,
     incremental_projection_equals_rebuild,
     summaries_follow_the_domain,

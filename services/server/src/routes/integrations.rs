@@ -19,16 +19,15 @@ use rollgate_delivery::github::{self, GitHubHeaders, GitHubRefusal, Recorded};
 use rollgate_delivery::slack::{
     self, CommandRefusal, InteractionRefusal, RolloutCommands, SlackLink,
 };
-use rollgate_domain::binding::{BindingEvent, BindingState, BindingStatus, Target};
 use rollgate_domain::rollout::RolloutCommand;
 use rollgate_domain::{Actor, ActorId, Role, RolloutId, Team};
-use rollgate_store::sql::{Ty, Val};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::command::execute::{Issuer, RequestMeta};
 use crate::command::ids::Ids;
 use crate::http::body;
+use crate::http::consistency::LAG_RETRY_AFTER_SECONDS;
 use crate::http::extract::Write;
 use crate::http::problem::Problem;
 use crate::routes::webhooks::metadata;
@@ -43,50 +42,39 @@ fn header_of(req: &HttpRequest, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The rollout and team of the active binding naming `repository` and `environment`.
+/// The rollout and team of the active binding naming `repository` and `environment`, from
+/// the `github_bindings` read model (an index) once it reflects the log as it is now, so a
+/// binding made just before the webhook is seen; 503 (GitHub lets the delivery be sent
+/// again) when the projection lags past the read wait.
 async fn github_binding(
     state: &AppState,
     repository: &str,
     environment: &str,
 ) -> Result<Option<(RolloutId, Team)>, Problem> {
-    let rows = state
-        .store
-        .pool()
-        .fetch(
-            "SELECT DISTINCT stream FROM events WHERE event_type = $1 ORDER BY stream",
-            &[Val::text("BindingCreated")],
-            &[Ty::T],
-        )
-        .await
-        .map_err(rollgate_store::StoreError::from)?;
-    for row in rows {
-        let Some(Val::T(Some(stream))) = row.into_iter().next() else {
-            continue;
-        };
-        let recorded = rollgate_store::read_whole_stream(&*state.store, &stream).await?;
-        let events: Vec<BindingEvent> = recorded
-            .iter()
-            .filter_map(|e| {
-                BindingEvent::from_stored(&e.event_type, e.schema_version, e.payload.clone()).ok()
-            })
-            .collect();
-        let folded = BindingState::from_events(&events);
-        if let Some(b) = folded.binding() {
-            if b.status != BindingStatus::Active {
-                continue;
-            }
-            if let Target::GithubEnvironment {
-                repository: r,
-                environment: e,
-            } = &b.target
-            {
-                if r.eq_ignore_ascii_case(repository) && e == environment {
-                    return Ok(Some((b.rollout_id, b.team.clone())));
-                }
-            }
-        }
+    let head = state.store.head().await?.position;
+    if state.projector.position() < head && !state.projector.wait_for(head, state.read_wait).await {
+        tracing::info!(
+            head,
+            at = state.projector.position(),
+            "GitHub binding look-up: read models behind the log after the read wait"
+        );
+        return Err(Problem::unavailable(
+            "the read models have not caught up with the log yet; retry",
+            LAG_RETRY_AFTER_SECONDS,
+        ));
     }
-    Ok(None)
+    let found =
+        rollgate_projections::github_binding(&state.store.pool(), repository, environment).await?;
+    let Some((rollout, team)) = found else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str, value: &str| {
+        tracing::error!("github_bindings holds an unreadable {what}: {value:?}");
+        Problem::internal()
+    };
+    let rollout_id = RolloutId::parse(&rollout).map_err(|_| corrupt("rollout id", &rollout))?;
+    let team = Team::parse(&team).map_err(|_| corrupt("team", &team))?;
+    Ok(Some((rollout_id, team)))
 }
 
 /// `POST /v1/integrations/github/webhook`.
