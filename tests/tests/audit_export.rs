@@ -581,6 +581,92 @@ async fn event_stream_shows_only_the_callers_teams(kind: Backend) {
     assert!(other.next(Duration::from_millis(500)).await.is_none());
 }
 
+async fn event_stream_ends_when_its_token_expires(kind: Backend) {
+    let app = TestApp::spawn(kind).await;
+    let mut short = app.mint_request("ada", &["auditor"], &["*"]);
+    short.ttl_seconds = 2;
+    let res = app
+        .client
+        .get(format!("{}/v1/events/stream", app.address))
+        .bearer_auth(app.mint(short))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    // The body ends (with a comment saying why) at the token's exp, not at keep-alive.
+    let body = tokio::time::timeout(Duration::from_secs(10), res.text())
+        .await
+        .expect("the stream ends within 10 s of a 2 s token")
+        .unwrap();
+    assert!(body.contains("token has expired"), "{body}");
+}
+
+async fn event_streams_are_limited_per_subject_and_in_total(kind: Backend) {
+    let app = TestApp::spawn_with(
+        kind,
+        &[
+            "--max-event-streams",
+            "3",
+            "--max-event-streams-per-subject",
+            "2",
+        ],
+    )
+    .await;
+    let ada_1 = EventStream::open(&app, "", AUDITOR_ALL, None).await;
+    let _ada_2 = EventStream::open(&app, "", AUDITOR_ALL, None).await;
+    let refused = |who: Person| {
+        let app = &app;
+        async move {
+            let r = app
+                .request(
+                    Method::GET,
+                    "/v1/events/stream",
+                    Some(&who.token(app)),
+                    None,
+                    &[],
+                )
+                .await;
+            r.assert_problem(429, None);
+            assert_eq!(r.header("retry-after"), Some("5"));
+            r
+        }
+    };
+    let r = refused(AUDITOR_ALL).await;
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("subject"),
+        "{:?}",
+        r.body
+    );
+    let _vic = EventStream::open(&app, "", VIC, None).await;
+    let r = refused(OTTO).await;
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("server"),
+        "{:?}",
+        r.body
+    );
+    // A client that goes away gives its place back: the server notices at its next write,
+    // when a write fails (the second keep-alive comment after it went, at the latest).
+    drop(ada_1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = app
+            .client
+            .get(format!("{}/v1/events/stream", app.address))
+            .bearer_auth(OTTO.token(&app))
+            .send()
+            .await
+            .unwrap();
+        if res.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 both_backends!(
     export_ndjson_and_csv_verify_offline,
     tampered_and_truncated_exports_fail,
@@ -589,4 +675,6 @@ both_backends!(
     large_export_is_streamed,
     event_stream_in_order_and_resumable,
     event_stream_shows_only_the_callers_teams,
+    event_stream_ends_when_its_token_expires,
+    event_streams_are_limited_per_subject_and_in_total,
 );

@@ -46,4 +46,4 @@ pub mod reexport {
 }
 pub use error::AuthError;
 pub use oidc::OidcProvider;
-pub use verify::{bearer_token, Principal, Verifier, MAX_TOKEN_BYTES};
+pub use verify::{bearer_token, Principal, Verified, Verifier, MAX_TOKEN_BYTES};

@@ -31,6 +31,14 @@ pub struct Principal {
     pub teams: Vec<String>,
 }
 
+/// A verified token: who presented it, and the unix time its `exp` claim ends it at
+/// (long-lived answers, such as an event stream, end there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub principal: Principal,
+    pub expires_at: i64,
+}
+
 /// Verifies bearer tokens. Cheap to clone; `Send + Sync`, so one instance can serve every
 /// worker.
 ///
@@ -207,8 +215,8 @@ impl Verifier {
         &self,
         header: Option<&str>,
         now: i64,
-    ) -> Result<Principal, AuthError> {
-        self.verify(bearer_token(header)?, now)
+    ) -> Result<Verified, AuthError> {
+        self.verify_timed(bearer_token(header)?, now)
     }
 
     /// [`Verifier::verify_authorization`], refreshing an OpenID Connect provider's keys
@@ -217,8 +225,9 @@ impl Verifier {
         &self,
         header: Option<&str>,
         now: i64,
-    ) -> Result<Principal, AuthError> {
-        self.verify_refreshing(bearer_token(header)?, now).await
+    ) -> Result<Verified, AuthError> {
+        self.verify_refreshing_timed(bearer_token(header)?, now)
+            .await
     }
 
     /// Like [`Verifier::verify`]; when the key source is an OpenID Connect provider and the
@@ -231,8 +240,18 @@ impl Verifier {
         bearer_token: &str,
         now: i64,
     ) -> Result<Principal, AuthError> {
+        self.verify_refreshing_timed(bearer_token, now)
+            .await
+            .map(|v| v.principal)
+    }
+
+    async fn verify_refreshing_timed(
+        &self,
+        bearer_token: &str,
+        now: i64,
+    ) -> Result<Verified, AuthError> {
         let seen = self.current_keys().generation;
-        match self.verify(bearer_token, now) {
+        match self.verify_timed(bearer_token, now) {
             Err(AuthError::UnknownKid) => {
                 let Some(oidc) = &self.inner.oidc else {
                     return Err(AuthError::UnknownKid);
@@ -242,7 +261,7 @@ impl Verifier {
                     .await
                 {
                     self.clear_cache();
-                    self.verify(bearer_token, now)
+                    self.verify_timed(bearer_token, now)
                 } else {
                     Err(AuthError::UnknownKid)
                 }
@@ -261,6 +280,11 @@ impl Verifier {
     /// roles and teams claims. Nothing in the payload is looked at before the signature has
     /// been checked.
     pub fn verify(&self, bearer_token: &str, now: i64) -> Result<Principal, AuthError> {
+        self.verify_timed(bearer_token, now).map(|v| v.principal)
+    }
+
+    /// [`Verifier::verify`], with the token's expiry.
+    pub fn verify_timed(&self, bearer_token: &str, now: i64) -> Result<Verified, AuthError> {
         if bearer_token.is_empty() {
             return Err(AuthError::MalformedToken("the token is empty"));
         }
@@ -270,9 +294,12 @@ impl Verifier {
         let keys = self.current_keys();
         let digest: [u8; 32] = match &self.inner.cache {
             None => {
-                return self
-                    .verify_uncached(bearer_token, &keys.set, now)
-                    .map(|(p, _)| p)
+                return self.verify_uncached(bearer_token, &keys.set, now).map(
+                    |(principal, times)| Verified {
+                        principal,
+                        expires_at: times.exp,
+                    },
+                )
             }
             Some(_) => Sha256::digest(bearer_token.as_bytes()).into(),
         };
@@ -293,7 +320,10 @@ impl Verifier {
                 },
             );
         }
-        Ok(principal)
+        Ok(Verified {
+            principal,
+            expires_at: times.exp,
+        })
     }
 
     /// The answer for a remembered token, `None` when it is not remembered (or was
@@ -303,7 +333,7 @@ impl Verifier {
         digest: &[u8; 32],
         generation: u64,
         now: i64,
-    ) -> Option<Result<Principal, AuthError>> {
+    ) -> Option<Result<Verified, AuthError>> {
         let cache = self.inner.cache.as_ref()?;
         let mut cache = cache
             .lock()
@@ -314,7 +344,10 @@ impl Verifier {
             return None;
         }
         let result = match self.check_times(&entry.times, now) {
-            Ok(()) => Ok(entry.principal.clone()),
+            Ok(()) => Ok(Verified {
+                principal: entry.principal.clone(),
+                expires_at: entry.times.exp,
+            }),
             Err(err) => Err(err),
         };
         if result == Err(AuthError::Expired) {

@@ -151,6 +151,18 @@ fn a_zero_maximum_is_a_configuration_error() {
 // The cache of verified tokens
 
 #[test]
+fn the_token_expiry_is_reported_with_and_without_the_cache() {
+    let token = signed(&claims_with(json!({"exp": NOW + 600})));
+    for verifier in [verifier(VerifyOptions::default()), verifier(no_cache())] {
+        for _ in 0..2 {
+            let verified = verifier.verify_timed(&token, NOW).unwrap();
+            assert_eq!(verified.principal, alice());
+            assert_eq!(verified.expires_at, NOW + 600);
+        }
+    }
+}
+
+#[test]
 fn a_cached_token_is_refused_once_expired() {
     let verifier = verifier(VerifyOptions::default());
     let token = signed(&claims_with(json!({"exp": NOW + 600})));

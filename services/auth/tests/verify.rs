@@ -124,15 +124,21 @@ fn the_authorization_header_is_parsed() {
     let token = sign(Algorithm::ES256, None, &claims(), &ec_signer());
     let header = format!("Bearer {token}");
     assert_eq!(
-        verifier.verify_authorization(Some(&header), NOW),
+        verifier
+            .verify_authorization(Some(&header), NOW)
+            .map(|v| v.principal),
         Ok(alice())
     );
     assert_eq!(
-        verifier.verify_authorization(None, NOW),
+        verifier
+            .verify_authorization(None, NOW)
+            .map(|v| v.principal),
         Err(AuthError::MissingCredentials)
     );
     assert_eq!(
-        verifier.verify_authorization(Some(&format!("Token {token}")), NOW),
+        verifier
+            .verify_authorization(Some(&format!("Token {token}")), NOW)
+            .map(|v| v.principal),
         Err(AuthError::MalformedHeader)
     );
 }

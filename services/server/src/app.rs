@@ -46,12 +46,14 @@ pub async fn open_store(
                 &options.application_name,
             )
             .await?;
-            rollgate_schema::migrate(&rollgate_store::DatabasePool::Postgres(pool.clone())).await?;
+            rollgate_schema::ensure_current(&rollgate_store::DatabasePool::Postgres(pool.clone()))
+                .await?;
             Arc::new(rollgate_store::PgStore::with_pool(pool, options).await?)
         }
         rollgate_store::BackendKind::Sqlite => {
             let pool = rollgate_store::sqlite_pool(url, options.max_connections).await?;
-            rollgate_schema::migrate(&rollgate_store::DatabasePool::Sqlite(pool.clone())).await?;
+            rollgate_schema::ensure_current(&rollgate_store::DatabasePool::Sqlite(pool.clone()))
+                .await?;
             // Give SQLite's planner statistics for the read-model indexes (bounded work; on
             // PostgreSQL autovacuum does this).
             sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
@@ -105,7 +107,15 @@ impl Application {
             github_webhook_secret: delivery.github_webhook_secret.clone(),
             slack_signing_secret: delivery.slack_signing_secret.clone(),
         };
+        let live = crate::live::LiveLog::start(
+            store.clone(),
+            crate::live::StreamLimits {
+                total: args.max_event_streams,
+                per_subject: args.max_event_streams_per_subject,
+            },
+        );
         let state = web::Data::new(AppState {
+            live,
             store,
             verifier,
             clock,

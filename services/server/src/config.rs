@@ -158,6 +158,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLGATE_READ_WAIT_MS", default_value_t = 5000)]
     pub read_wait_ms: u64,
 
+    /// Most event streams (`GET /v1/events/stream`) open at once on this instance.
+    #[arg(long, env = "ROLLGATE_MAX_EVENT_STREAMS", default_value_t = crate::live::StreamLimits::default().total)]
+    pub max_event_streams: usize,
+
+    /// Most event streams open at once for one token subject.
+    #[arg(long, env = "ROLLGATE_MAX_EVENT_STREAMS_PER_SUBJECT", default_value_t = crate::live::StreamLimits::default().per_subject)]
+    pub max_event_streams_per_subject: usize,
+
     /// Log format: `json` (default) or `text`.
     #[arg(long, env = "ROLLGATE_LOG_FORMAT", default_value = "json")]
     pub log_format: String,

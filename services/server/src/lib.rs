@@ -18,6 +18,7 @@ pub mod evaluator;
 pub mod events;
 pub mod export;
 pub mod http;
+pub mod live;
 pub mod routes;
 pub mod state;
 pub mod views;

@@ -25,6 +25,8 @@ pub struct AppState {
     pub prometheus: Option<rollgate_prometheus::Prometheus>,
     /// The evaluator loop of this instance (set when a Prometheus is configured).
     pub evaluator: std::sync::OnceLock<rollgate_prometheus::EvaluatorHandle>,
+    /// The log's live tail, shared by every event stream, and the stream limits.
+    pub live: Arc<crate::live::LiveLog>,
     /// Webhooks, GitHub and Slack (`rollgate_delivery`); taken at shutdown.
     pub delivery: tokio::sync::Mutex<Option<rollgate_delivery::Delivery>>,
     /// The webhook admin, GitHub App and secrets, when configured (read by the handlers).

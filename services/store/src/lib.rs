@@ -72,6 +72,16 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// [`EventStore::read_all`] limited to events whose `metadata.team` is one of `teams`
+    /// (the filter runs in the database, so a caller never reads other teams' events).
+    /// Events without a team are left out.
+    async fn read_all_of_teams(
+        &self,
+        after_position: u64,
+        limit: usize,
+        teams: &[String],
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
     /// The current version of a stream (0 when it does not exist).
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
 

@@ -317,6 +317,21 @@ impl EventStore for PgStore {
         rows.iter().map(decode).collect()
     }
 
+    async fn read_all_of_teams(
+        &self,
+        after_position: u64,
+        limit: usize,
+        teams: &[String],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(statements::READ_ALL_OF_TEAMS_PG)
+            .bind(after_position as i64)
+            .bind(limit as i64)
+            .bind(teams)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
         let v: Option<i64> = sqlx::query_scalar(statements::STREAM_VERSION)
             .bind(stream)

@@ -307,6 +307,17 @@ pub(crate) mod statements {
         select_event!(),
         " WHERE position > $1 ORDER BY position LIMIT $2"
     );
+    /// `$3` is the teams as text[].
+    pub const READ_ALL_OF_TEAMS_PG: &str = concat!(
+        select_event!(),
+        " WHERE position > $1 AND metadata->>'team' = ANY($3) ORDER BY position LIMIT $2"
+    );
+    /// `$3` is the teams as a JSON array of strings.
+    pub const READ_ALL_OF_TEAMS_SQLITE: &str = concat!(
+        select_event!(),
+        " WHERE position > $1 AND json_extract(metadata, '$.team') IN \
+         (SELECT value FROM json_each($3)) ORDER BY position LIMIT $2"
+    );
     pub const STREAM_VERSION: &str = "SELECT MAX(version) FROM events WHERE stream = $1";
     pub const HEAD: &str = "SELECT position, hash FROM event_head WHERE id = 1";
 }

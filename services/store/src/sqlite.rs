@@ -266,6 +266,21 @@ impl EventStore for SqliteStore {
         rows.iter().map(decode).collect()
     }
 
+    async fn read_all_of_teams(
+        &self,
+        after_position: u64,
+        limit: usize,
+        teams: &[String],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(statements::READ_ALL_OF_TEAMS_SQLITE)
+            .bind(after_position as i64)
+            .bind(limit as i64)
+            .bind(serde_json::Value::from(teams.to_vec()).to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
         let v: Option<i64> = sqlx::query_scalar(statements::STREAM_VERSION)
             .bind(stream)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rollgate_store::{
     read_whole_stream, verify, AppendOutcome, BackendKind, DatabasePool, EventData, EventStore,
-    ExpectedVersion, FailPoints, StoreError, StoreOptions, VerifyReport,
+    ExpectedVersion, FailPoints, RecordedEvent, StoreError, StoreOptions, VerifyReport,
 };
 use rollgate_testkit::TestDb;
 use serde_json::json;
@@ -57,21 +57,28 @@ async fn tamper(db: &TestDb, store: &dyn EventStore, sql: &[&str]) {
     let pool = store.pool();
     match db.kind {
         BackendKind::Postgres => {
-            raw(&pool, "ALTER TABLE events DISABLE TRIGGER USER")
-                .await
-                .unwrap();
+            for table in ["events", "event_head"] {
+                raw(&pool, &format!("ALTER TABLE {table} DISABLE TRIGGER USER"))
+                    .await
+                    .unwrap();
+            }
             for s in sql {
                 raw(&pool, s).await.unwrap();
             }
-            raw(&pool, "ALTER TABLE events ENABLE TRIGGER USER")
-                .await
-                .unwrap();
+            for table in ["events", "event_head"] {
+                raw(&pool, &format!("ALTER TABLE {table} ENABLE TRIGGER USER"))
+                    .await
+                    .unwrap();
+            }
         }
         BackendKind::Sqlite => {
             raw(&pool, "DROP TRIGGER events_refuse_update")
                 .await
                 .unwrap();
             raw(&pool, "DROP TRIGGER events_refuse_delete")
+                .await
+                .unwrap();
+            raw(&pool, "DROP TRIGGER event_head_moves_with_the_log")
                 .await
                 .unwrap();
             for s in sql {
@@ -138,6 +145,62 @@ async fn append_and_read_back(kind: BackendKind) {
         json!({ "n": 0, "note": "plain payload", "ratio": 0.25 })
     );
     assert_eq!(all[0].schema_version, 1);
+}
+
+async fn reading_by_team_filters_in_the_database(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    let of_team = |team: Option<&str>, n: u64| {
+        let mut e = event("Happened", n);
+        if let Some(t) = team {
+            e.metadata["team"] = json!(t);
+        }
+        e
+    };
+    // Positions 1..=8: web, payments, none, web, a look-alike, web, payments, a quote.
+    let teams = [
+        Some("web"),
+        Some("payments"),
+        None,
+        Some("web"),
+        Some("web2"),
+        Some("web"),
+        Some("payments"),
+        Some("x' OR '1'='1"),
+    ];
+    for (n, team) in teams.iter().enumerate() {
+        store
+            .append("s", ExpectedVersion::Any, vec![of_team(*team, n as u64)])
+            .await
+            .unwrap();
+    }
+    let positions =
+        |events: Vec<RecordedEvent>| -> Vec<u64> { events.iter().map(|e| e.position).collect() };
+    let web = vec!["web".to_owned()];
+    assert_eq!(
+        positions(store.read_all_of_teams(0, 100, &web).await.unwrap()),
+        vec![1, 4, 6]
+    );
+    // After a position, and at most `limit`.
+    assert_eq!(
+        positions(store.read_all_of_teams(1, 1, &web).await.unwrap()),
+        vec![4]
+    );
+    let both = vec!["payments".to_owned(), "web".to_owned()];
+    assert_eq!(
+        positions(store.read_all_of_teams(2, 100, &both).await.unwrap()),
+        vec![4, 6, 7]
+    );
+    assert!(store
+        .read_all_of_teams(0, 100, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .read_all_of_teams(0, 100, &["x".to_owned()])
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn expected_version_is_checked(kind: BackendKind) {
@@ -598,6 +661,41 @@ async fn database_refuses_update_delete_truncate(kind: BackendKind) {
     assert!(verify(&*store, None).await.unwrap().is_ok());
 }
 
+async fn the_head_moves_only_with_the_log(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    store
+        .append("s", ExpectedVersion::Any, events(3))
+        .await
+        .unwrap();
+    let before = store.head().await.unwrap();
+    let pool = store.pool();
+    let mut statements = vec![
+        // Back, as an attacker hiding a deleted tail would.
+        "UPDATE event_head SET position = 2, hash = (SELECT hash FROM events WHERE position = 2)",
+        // Past the log.
+        "UPDATE event_head SET position = 4",
+        // The right position with another hash.
+        "UPDATE event_head SET hash = (SELECT hash FROM events WHERE position = 1)",
+        "DELETE FROM event_head",
+    ];
+    if kind == BackendKind::Postgres {
+        statements.push("TRUNCATE event_head");
+    }
+    for sql in statements {
+        let err = raw(&pool, sql).await.expect_err(sql);
+        assert!(err.to_string().contains("event_head"), "{sql}: {err}");
+    }
+    assert_eq!(store.head().await.unwrap(), before);
+    // The append path still moves it.
+    store
+        .append("s", ExpectedVersion::Exact(3), events(2))
+        .await
+        .unwrap();
+    assert_eq!(store.head().await.unwrap().position, 5);
+    assert!(verify(&*store, None).await.unwrap().is_ok());
+}
+
 // ---------------------------------------------------------------------------------------
 // Guarantee 6: tamper evidence.
 
@@ -824,6 +922,7 @@ async fn bad_urls_give_clear_errors(kind: BackendKind) {
 rollgate_testkit::both_backends!(
     workers = 4;
     append_and_read_back,
+    reading_by_team_filters_in_the_database,
     expected_version_is_checked,
     sixteen_concurrent_writers_one_winner,
     group_commit_fails_only_the_wrong_request,
@@ -831,6 +930,7 @@ rollgate_testkit::both_backends!(
     reader_never_sees_gaps,
     acknowledged_appends_survive_kill_9,
     database_refuses_update_delete_truncate,
+    the_head_moves_only_with_the_log,
     verify_names_the_tampered_position,
     verify_across_pages,
     deleted_tail_is_detected_against_exported_head,

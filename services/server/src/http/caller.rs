@@ -5,7 +5,7 @@ use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures::future::{Either, LocalBoxFuture};
-use rollgate_auth::Principal;
+use rollgate_auth::{Principal, Verified};
 use rollgate_domain::{Actor, ActorId, Role, Team, TeamScope};
 
 use crate::http::problem::Problem;
@@ -16,13 +16,20 @@ use crate::state::AppState;
 pub struct Caller {
     pub principal: Principal,
     pub actor: Actor,
+    /// When the token ends (unix seconds): a long-lived answer such as the event stream
+    /// ends there.
+    pub expires_at: i64,
 }
 
 impl Caller {
-    /// Builds the actor from a verified principal. Roles this service does not know are
+    /// Builds the actor from a verified token. Roles this service does not know are
     /// ignored (tokens from a shared identity provider carry others); malformed team names
     /// are ignored too, so they can never widen access.
-    pub fn from_principal(principal: Principal) -> Result<Self, Problem> {
+    pub fn from_verified(verified: Verified) -> Result<Self, Problem> {
+        let Verified {
+            principal,
+            expires_at,
+        } = verified;
         let id = ActorId::parse(&principal.sub)
             .map_err(|_| Problem::unauthenticated("the token's `sub` claim is empty"))?;
         let roles: Vec<Role> = principal
@@ -44,6 +51,7 @@ impl Caller {
         Ok(Caller {
             actor: Actor::new(id, roles, teams),
             principal,
+            expires_at,
         })
     }
 
@@ -142,7 +150,7 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, Unverified> {
             Err(Unverified::UnknownKid)
         }
         Err(e) => Err(Unverified::Refused(e.into())),
-        Ok(principal) => Ok(Caller::from_principal(principal)?),
+        Ok(verified) => Ok(Caller::from_verified(verified)?),
     }
 }
 
@@ -153,11 +161,11 @@ pub async fn authenticate_refreshing(req: &HttpRequest) -> Result<Caller, Proble
         Err(Unverified::UnknownKid) => {
             let (state, header) = state_and_header(req)?;
             let now = state.clock.now().timestamp();
-            let principal = state
+            let verified = state
                 .verifier
                 .verify_authorization_refreshing(header, now)
                 .await?;
-            Caller::from_principal(principal)
+            Caller::from_verified(verified)
         }
         other => Ok(other?),
     }

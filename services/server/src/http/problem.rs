@@ -32,12 +32,13 @@ pub enum ProblemType {
     PayloadTooLarge,
     EventTooLarge,
     UnsupportedMediaType,
+    TooManyRequests,
     Internal,
     Unavailable,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 18] = [
+    pub const ALL: [ProblemType; 19] = [
         Self::MalformedRequest,
         Self::Validation,
         Self::Unauthenticated,
@@ -54,6 +55,7 @@ impl ProblemType {
         Self::PayloadTooLarge,
         Self::EventTooLarge,
         Self::UnsupportedMediaType,
+        Self::TooManyRequests,
         Self::Internal,
         Self::Unavailable,
     ];
@@ -124,6 +126,11 @@ impl ProblemType {
                 "unsupported-media-type",
                 "Unsupported media type",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            Self::TooManyRequests => (
+                "too-many-requests",
+                "Too many requests",
+                StatusCode::TOO_MANY_REQUESTS,
             ),
             Self::Internal => (
                 "internal",
@@ -285,6 +292,14 @@ impl Problem {
             format!("this resource answers {allow}"),
         );
         p.allow = Some(allow);
+        p
+    }
+
+    /// 429: a limit on open connections or requests; worth retrying after `retry_after`
+    /// seconds.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
+        let mut p = Self::new(ProblemType::TooManyRequests, detail);
+        p.retry_after = Some(retry_after);
         p
     }
 

@@ -13,10 +13,16 @@
 //!
 //! Payloads are upcast to their current schema version (as every read is). Only events of
 //! the caller's teams are sent (`metadata.team`; a `*` caller sees every event, including
-//! any without a team). The stream reads the log a page at a time, sleeps on the store's
-//! commit signal when it has caught up, and writes a comment line every
-//! [`KEEP_ALIVE`] so proxies keep the connection open and a vanished client is noticed; it
-//! ends when the client disconnects (or the store closes).
+//! any without a team): the catch-up reads filter by team in the database, and live events
+//! come from the instance's shared tail ([`crate::live`]), which reads each commit once for
+//! every stream. A comment line is written every [`KEEP_ALIVE`] so proxies keep the
+//! connection open and a vanished client is noticed.
+//!
+//! A stream ends when its token expires (the client reconnects with a fresh token and
+//! `Last-Event-ID`), when the client disconnects, or when the store closes. Streams are
+//! limited per token subject and in total; beyond either, 429 with `Retry-After`. A stream
+//! whose client has gone gives its place back when the server notices, when a write fails
+//! (within two keep-alive intervals).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,21 +32,23 @@ use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use rollgate_domain::{Team, TeamScope};
-use rollgate_store::{EventStore, RecordedEvent};
+use rollgate_store::{EventStore, RecordedEvent, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::http::caller::Caller;
 use crate::http::problem::Problem;
 use crate::http::query::{Count, Query};
+use crate::live::{Permit, RETRY_AFTER_SECONDS};
 use crate::state::AppState;
 use crate::views::EventView;
 
 /// How often an idle stream writes a comment.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-/// Events read from the store at a time.
+/// Events read from the store at a time while catching up.
 const PAGE: usize = 256;
 
 /// How long a client waits before reconnecting (the SSE `retry:` field), in milliseconds.
@@ -73,18 +81,29 @@ pub async fn events(
                 })?,
         ),
     };
-    // Subscribe before reading the head: a commit in between still wakes the stream.
-    let signal = state.store.subscribe();
+    let permit = state
+        .live
+        .admit(caller.sub())
+        .map_err(|refused| Problem::too_many_requests(refused.to_string(), RETRY_AFTER_SECONDS))?;
+    // Subscribe before reading the head: whatever commits in between is in the broadcast.
+    let live = state.live.subscribe();
     let after = match resume.or(query.from.as_ref().map(|c| c.0)) {
         Some(p) => p,
         None => state.store.head().await?.position,
     };
-    let body = event_stream(
-        state.store.clone(),
-        caller.actor.teams.clone(),
-        after,
-        signal,
-    );
+    let remaining = caller.expires_at - state.clock.now().timestamp();
+    let deadline = Instant::now() + Duration::from_secs(remaining.max(0) as u64);
+    let body = event_stream(Tail {
+        store: state.store.clone(),
+        teams: caller.actor.teams.clone(),
+        cursor: after,
+        pending: VecDeque::new(),
+        live,
+        phase: Phase::Hello,
+        deadline,
+        quiet_since: Instant::now(),
+        _permit: permit,
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -92,71 +111,122 @@ pub async fn events(
         .streaming(body))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The `retry:` line is still to be written.
+    Hello,
+    /// Reading from the database (at the start, and after falling behind the broadcast).
+    CatchUp,
+    /// Taking events from the shared tail.
+    Live,
+    /// The token has expired: the closing comment is written, then the stream ends.
+    Expired,
+    Done,
+}
+
+/// One stream's state.
 struct Tail {
     store: Arc<dyn EventStore>,
     teams: TeamScope,
-    after: u64,
+    /// Every event at or before this position has been sent or was not for this caller.
+    cursor: u64,
     pending: VecDeque<RecordedEvent>,
-    signal: watch::Receiver<u64>,
-    started: bool,
+    live: broadcast::Receiver<Arc<RecordedEvent>>,
+    phase: Phase,
+    /// The token's expiry.
+    deadline: Instant,
+    /// When the stream last wrote anything (for the keep-alive comment).
+    quiet_since: Instant,
+    _permit: Permit,
 }
 
-/// The SSE body: events after `after` that `teams` may see, then new ones as they commit.
-pub fn event_stream(
-    store: Arc<dyn EventStore>,
-    teams: TeamScope,
-    after: u64,
-    signal: watch::Receiver<u64>,
-) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
-    let tail = Tail {
-        store,
-        teams,
-        after,
-        pending: VecDeque::new(),
-        signal,
-        started: false,
-    };
-    futures::stream::unfold(tail, |mut t| async move {
-        if !t.started {
-            t.started = true;
-            let hello = format!(
-                "retry: {RETRY_MS}\n: streaming events after position {}\n\n",
-                t.after
-            );
-            return Some((Ok(Bytes::from(hello)), t));
+impl Tail {
+    /// A page of this caller's events after the cursor, filtered in the database.
+    async fn read_page(&self) -> Result<Vec<RecordedEvent>, StoreError> {
+        match &self.teams {
+            TeamScope::All => self.store.read_all(self.cursor, PAGE).await,
+            TeamScope::Teams(teams) => {
+                let names: Vec<String> = teams.iter().map(|t| t.as_str().to_owned()).collect();
+                self.store
+                    .read_all_of_teams(self.cursor, PAGE, &names)
+                    .await
+            }
         }
+    }
+
+    /// The next chunk of the body, `None` when the stream ends.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            while let Some(e) = t.pending.pop_front() {
-                t.after = e.position;
-                if visible(&t.teams, &e) {
-                    return Some((Ok(frame(&e)), t));
-                }
+            if self.phase != Phase::Done && Instant::now() >= self.deadline {
+                self.phase = Phase::Expired;
             }
-            // Mark the signal seen before reading, so a commit after the read wakes us.
-            t.signal.borrow_and_update();
-            match t.store.read_all(t.after, PAGE).await {
-                Err(e) => {
-                    tracing::warn!(error = %e, "event stream ends: the store failed");
-                    return None;
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Expired => {
+                    self.phase = Phase::Done;
+                    return Some(Bytes::from_static(
+                        b": the token has expired; reconnect with a new token and Last-Event-ID\n\n",
+                    ));
                 }
-                Ok(page) if !page.is_empty() => {
-                    t.pending.extend(page);
-                    continue;
+                Phase::Hello => {
+                    self.phase = Phase::CatchUp;
+                    return Some(Bytes::from(format!(
+                        "retry: {RETRY_MS}\n: streaming events after position {}\n\n",
+                        self.cursor
+                    )));
                 }
-                Ok(_) => {}
-            }
-            tokio::select! {
-                changed = t.signal.changed() => {
-                    if changed.is_err() {
-                        // The store is closing.
-                        return None;
+                Phase::CatchUp => {
+                    if let Some(e) = self.pending.pop_front() {
+                        self.cursor = e.position;
+                        return Some(frame(&e));
+                    }
+                    match self.read_page().await {
+                        Ok(page) if !page.is_empty() => self.pending.extend(page),
+                        Ok(_) => self.phase = Phase::Live,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event stream ends: the store failed");
+                            return None;
+                        }
                     }
                 }
-                _ = tokio::time::sleep(KEEP_ALIVE) => {
-                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), t));
+                Phase::Live => {
+                    let keep_alive = self.quiet_since + KEEP_ALIVE;
+                    tokio::select! {
+                        received = self.live.recv() => match received {
+                            Ok(e) if e.position > self.cursor => {
+                                self.cursor = e.position;
+                                if visible(&self.teams, &e) {
+                                    return Some(frame(&e));
+                                }
+                            }
+                            // Already sent while catching up.
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                self.phase = Phase::CatchUp;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = tokio::time::sleep_until(keep_alive) => {
+                            return Some(Bytes::from_static(b": keep-alive\n\n"));
+                        }
+                        _ = tokio::time::sleep_until(self.deadline) => {
+                            self.phase = Phase::Expired;
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+/// The SSE body.
+fn event_stream(
+    tail: Tail,
+) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
+    futures::stream::unfold(tail, |mut t| async move {
+        let chunk = t.next_chunk().await?;
+        t.quiet_since = Instant::now();
+        Some((Ok(chunk), t))
     })
 }
 
