@@ -33,6 +33,7 @@ pub async fn open_store(
     let options = StoreOptions {
         max_event_bytes: args.max_event_bytes,
         max_connections: args.db_max_connections,
+        acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms),
         clock,
         observer,
         ..Default::default()
@@ -40,12 +41,7 @@ pub async fn open_store(
     let url = args.database_url.as_str();
     let store: Arc<dyn EventStore> = match rollgate_store::BackendKind::of_url(url)? {
         rollgate_store::BackendKind::Postgres => {
-            let pool = rollgate_store::postgres_pool(
-                url,
-                options.max_connections,
-                &options.application_name,
-            )
-            .await?;
+            let pool = rollgate_store::postgres_pool(url, &options).await?;
             rollgate_schema::ensure_current(&rollgate_store::DatabasePool::Postgres(pool.clone()))
                 .await?;
             Arc::new(rollgate_store::PgStore::with_pool(pool, options).await?)

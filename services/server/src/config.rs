@@ -22,6 +22,11 @@ pub struct DatabaseArgs {
     /// Database connection pool size.
     #[arg(long, env = "ROLLGATE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// Longest wait for a PostgreSQL connection, in milliseconds; while the database is
+    /// unreachable, requests answer 503 after this long.
+    #[arg(long, env = "ROLLGATE_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_acquire_timeout_ms: u64,
 }
 
 /// How bearer tokens are verified.

@@ -48,7 +48,7 @@ impl PgStore {
     /// Connects to PostgreSQL (the schema must be migrated) and starts the committer and the
     /// commit listener.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let pool = pool(url, options.max_connections, &options.application_name).await?;
+        let pool = pool(url, &options).await?;
         Self::with_pool(pool, options).await
     }
 
@@ -78,19 +78,20 @@ impl PgStore {
 }
 
 /// Opens a pool, turning a bad URL or an unreachable server into one clear error.
-pub async fn pool(
-    url: &str,
-    max_connections: u32,
-    application_name: &str,
-) -> Result<PgPool, StoreError> {
+/// `options` gives the pool size, the application name and how long a request waits for a
+/// connection: while the database is unreachable that wait is what every caller spends
+/// before being told so (503 at the HTTP edge).
+pub async fn pool(url: &str, options: &StoreOptions) -> Result<PgPool, StoreError> {
+    let max_connections = options.max_connections;
+    let acquire_timeout = options.acquire_timeout;
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
-        .application_name(application_name)
+        .application_name(&options.application_name)
         // Durable acknowledgement does not depend on the server's default.
         .options([("synchronous_commit", "on")]);
     PgPoolOptions::new()
         .max_connections(max_connections.max(2))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await
         .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))

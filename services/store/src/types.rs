@@ -118,6 +118,9 @@ pub struct StoreOptions {
     pub committers: usize,
     /// Connection pool size.
     pub max_connections: u32,
+    /// Longest wait for a pooled PostgreSQL connection (also the longest a caller waits to
+    /// learn that the database is unreachable).
+    pub acquire_timeout: std::time::Duration,
     /// How this instance names itself to PostgreSQL (`pg_stat_activity.application_name`).
     pub application_name: String,
     /// Where recorded times come from.
@@ -136,6 +139,7 @@ impl Default for StoreOptions {
             max_batch_events: 2048,
             committers: 1,
             max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(3),
             application_name: "rollgate".to_owned(),
             clock: Arc::new(SystemClock),
             fail_points: Arc::new(Mutex::new(FailPoints::default())),

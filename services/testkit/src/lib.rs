@@ -116,12 +116,7 @@ impl TestDb {
     ) -> Result<Arc<dyn EventStore>, StoreError> {
         Ok(match self.kind {
             BackendKind::Postgres => {
-                let pool = rollgate_store::postgres_pool(
-                    &self.url,
-                    options.max_connections,
-                    &options.application_name,
-                )
-                .await?;
+                let pool = rollgate_store::postgres_pool(&self.url, &options).await?;
                 rollgate_schema::migrate(&DatabasePool::Postgres(pool.clone())).await?;
                 Arc::new(PgStore::with_pool(pool, options).await?)
             }

@@ -31,6 +31,11 @@ pub struct Server {
 }
 
 pub fn spawn_server(url: &str, key_dir: &Path, log_file: &Path) -> Server {
+    spawn_server_with(url, key_dir, log_file, &[])
+}
+
+/// [`spawn_server`] with more `rollgate serve` flags.
+pub fn spawn_server_with(url: &str, key_dir: &Path, log_file: &Path, extra: &[&str]) -> Server {
     let port = free_port();
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -47,6 +52,7 @@ pub fn spawn_server(url: &str, key_dir: &Path, log_file: &Path) -> Server {
         .args(["--database-url", url, "--dev-keys", "--dev-key-dir"])
         .arg(key_dir)
         .args(["--read-wait-ms", "2000", "--db-max-connections", "8"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out));
