@@ -54,25 +54,13 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Longest accepted Flagger checksum, hook name or reason summary.
 const MAX_TEXT: usize = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct BindingId(Uuid);
+crate::values::uuid_id!(
+    /// A binding's id (stream `binding-{uuid}`).
+    BindingId,
+    "binding_id"
+);
 
 impl BindingId {
-    pub const fn new(id: Uuid) -> Self {
-        Self(id)
-    }
-
-    pub fn uuid(self) -> Uuid {
-        self.0
-    }
-
-    pub fn parse(s: &str) -> Result<Self, crate::ValidationError> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| crate::ValidationError::new("binding_id", "must be a UUID"))
-    }
-
     /// The stream holding this binding's events.
     pub fn stream(self) -> String {
         format!("{STREAM_PREFIX}{}", self.0)
@@ -84,12 +72,6 @@ impl BindingId {
             .strip_prefix(STREAM_PREFIX)
             .and_then(|s| Uuid::parse_str(s).ok())
             .map(Self)
-    }
-}
-
-impl fmt::Display for BindingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
     }
 }
 

@@ -91,26 +91,13 @@ pub fn cloudevent_type(stored_event_type: &str) -> Option<&'static str> {
         .map(|(_, ce)| *ce)
 }
 
-/// A webhook target's id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WebhookId(Uuid);
+crate::values::uuid_id!(
+    /// A webhook target's id (stream `webhook-{uuid}`).
+    WebhookId,
+    "webhook_id"
+);
 
 impl WebhookId {
-    pub const fn new(id: Uuid) -> Self {
-        Self(id)
-    }
-
-    pub fn uuid(self) -> Uuid {
-        self.0
-    }
-
-    pub fn parse(s: &str) -> Result<Self, crate::ValidationError> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| crate::ValidationError::new("webhook_id", "must be a UUID"))
-    }
-
     /// The stream holding this webhook's events.
     pub fn stream(self) -> String {
         format!("{STREAM_PREFIX}{}", self.0)
@@ -122,12 +109,6 @@ impl WebhookId {
             .strip_prefix(STREAM_PREFIX)
             .and_then(|s| Uuid::parse_str(s).ok())
             .map(Self)
-    }
-}
-
-impl fmt::Display for WebhookId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
     }
 }
 
