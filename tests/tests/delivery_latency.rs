@@ -6,9 +6,10 @@
 //! first block on a server that never had one; later ones after every webhook was removed
 //! and its requests timed out), then with TARGETS webhooks subscribed to the notes, half on
 //! a receiver that hangs past the request timeout (every attempt times out and is retried)
-//! and half on one that answers after a quarter of a second (a growing backlog). The medians
-//! of the two kinds must stay within MAX_MEDIAN_RATIO of each other; the p90s are printed.
-//! Alternating blocks keep the comparison fair when other work on the machine comes and goes.
+//! and half on one that answers after a quarter of a second (a growing backlog); both
+//! verify the signatures, so the slow one accepts what it gets. The medians of the two kinds
+//! must stay within MAX_MEDIAN_RATIO of each other; the p90s are printed. Alternating blocks
+//! keep the comparison fair when other work on the machine comes and goes.
 
 #[path = "../../services/delivery/tests/support/receiver.rs"]
 mod receiver;
@@ -82,6 +83,7 @@ async fn latency_with_a_slow_receiver(kind: Backend) {
     let mut without = Vec::new();
     let mut with = Vec::new();
     let mut delivered_during = 0usize;
+    let mut secrets = Vec::new();
     for round in 0..ROUNDS {
         without.extend(append_notes(&app, &alice, &id, SAMPLES, &format!("plain {round}")).await);
 
@@ -102,6 +104,11 @@ async fn latency_with_a_slow_receiver(kind: Backend) {
                 .await;
             r.assert_status(201);
             webhooks.push(r.body["id"].as_str().expect("webhook id").to_owned());
+            secrets.push(r.body["secret"].as_str().expect("secret").to_owned());
+        }
+        // The receivers verify the signatures (and so accept, slowly, what they receive).
+        for receiver in [&hanging, &slow] {
+            receiver.control(json!({ "secrets": secrets })).await;
         }
         // Measure only once every target has a request in flight.
         append_notes(&app, &alice, &id, 1, &format!("trigger {round}")).await;
@@ -152,6 +159,10 @@ async fn latency_with_a_slow_receiver(kind: Backend) {
     assert!(
         delivered_during > 0,
         "no delivery reached a receiver while appends were measured"
+    );
+    assert!(
+        slow.log().await.iter().any(|d| d["answered"] == 200),
+        "the slow receiver never accepted a delivery (signatures not verified?)"
     );
     assert!(
         ratio < MAX_MEDIAN_RATIO,
