@@ -1,7 +1,7 @@
 //! GitHub deployment protection rules over HTTP (`rollgate serve --github-app-id ...`): the
 //! webhook is checked by `X-Hub-Signature-256` (401, nothing recorded, when it does not
-//! match), bound to the rollout whose gate binding names the repository and environment,
-//! recorded once per `X-GitHub-Delivery`, and answered later through the outbox to a fake
+//! match), bound to the rollout whose gate binding names the repository (without case) and
+//! environment (none once the binding is revoked), recorded once per `X-GitHub-Delivery`, and answered later through the outbox to a fake
 //! GitHub API on 127.0.0.1 that checks what GitHub checks (the App JWT against the App's
 //! public key before issuing an installation token, that token before taking a callback).
 //! The request body is GitHub's documented payload (tests/fixtures/github).
@@ -108,7 +108,7 @@ async fn github_runs_are_approved_at_the_quorum_and_rejected_on_rollback() {
     )
     .await;
     let id = running_example(&app).await;
-    ok(
+    let binding = ok(
         &app,
         Method::POST,
         "/v1/bindings",
@@ -116,8 +116,12 @@ async fn github_runs_are_approved_at_the_quorum_and_rejected_on_rollback() {
         json!({"rollout_id": id, "target": {"kind": "github_environment",
                "repository": "octo-org/web", "environment": "production"}}),
     )
-    .await
-    .assert_status(201);
+    .await;
+    binding.assert_status(201);
+    let binding_id = binding.body["binding_id"]
+        .as_str()
+        .expect("binding_id")
+        .to_owned();
 
     let mut payload: Value = serde_json::from_str(FIXTURE).unwrap();
     payload["deployment_callback_url"] = json!(format!(
@@ -194,4 +198,25 @@ async fn github_runs_are_approved_at_the_quorum_and_rejected_on_rollback() {
         "{all:?}"
     );
     assert!(fake.seen.lock().unwrap().refused.is_empty());
+
+    // The repository is compared without case (the binding's look-up index keeps it in
+    // lower case); once the binding is revoked, a run is bound to no rollout.
+    let mut shouted = payload.clone();
+    shouted["repository"]["full_name"] = json!("Octo-Org/WEB");
+    let shouted = shouted.to_string();
+    let shouted_signature = hub_signature(WEBHOOK_SECRET.as_bytes(), shouted.as_bytes());
+    let r = deliver(&app, "d-3", &shouted, &shouted_signature).await;
+    assert_eq!(r.body["status"], "recorded", "{}", r.body);
+    assert_eq!(r.body["rollout_id"], id.as_str());
+    ok(
+        &app,
+        Method::POST,
+        &format!("/v1/bindings/{binding_id}/revoke"),
+        GINA,
+        json!({"reason": "the environment moved"}),
+    )
+    .await;
+    let r = deliver(&app, "d-4", &body, &signature).await;
+    assert_eq!(r.body["status"], "recorded", "{}", r.body);
+    assert!(r.body["rollout_id"].is_null(), "{}", r.body);
 }
