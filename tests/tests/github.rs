@@ -1,9 +1,10 @@
 //! GitHub deployment protection rules over HTTP (`rollgate serve --github-app-id ...`): the
 //! webhook is checked by `X-Hub-Signature-256` (401, nothing recorded, when it does not
 //! match), bound to the rollout whose gate binding names the repository (without case) and
-//! environment (none once the binding is revoked), recorded once per `X-GitHub-Delivery`, and answered later through the outbox to a fake
-//! GitHub API on 127.0.0.1 that checks what GitHub checks (the App JWT against the App's
-//! public key before issuing an installation token, that token before taking a callback).
+//! environment (none once the binding is revoked), recorded once per `X-GitHub-Delivery`,
+//! and answered later through the outbox to a fake GitHub API on 127.0.0.1 that checks what
+//! GitHub checks (the App JWT against the App's public key before issuing an installation
+//! token, that token before taking a callback).
 //! The request body is GitHub's documented payload (tests/fixtures/github).
 
 use std::time::{Duration, Instant};
