@@ -2,9 +2,10 @@
 //!
 //! Appends from concurrent callers queue on one channel. A single committer task takes
 //! whatever is queued (up to a bound), opens one transaction, takes the head lock, checks
-//! each request on its own (idempotency, expected version), writes the rows of the requests
-//! that passed, moves the head and commits once. Each caller gets its own answer: a version
-//! conflict in one request fails that request only.
+//! each request on its own (idempotency, expected version, read-condition on a second
+//! stream), writes the rows of the requests that passed, moves the head and commits once.
+//! Each caller gets its own answer: a version conflict or a failed condition in one request
+//! fails that request only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use crate::chain::chain_hash;
 use crate::clock::Clock;
 use crate::{
     AppendObserver, AppendOutcome, EventData, ExpectedVersion, FailPoints, Head, RecordedEvent,
-    StoreError, StoreOptions,
+    StoreError, StoreOptions, StreamCondition,
 };
 
 /// One caller's append.
@@ -26,6 +27,8 @@ pub(crate) struct AppendRequest {
     pub stream: String,
     pub expected: ExpectedVersion,
     pub events: Vec<EventData>,
+    /// Written only if this other stream is at this version (read under the head lock).
+    pub condition: Option<StreamCondition>,
 }
 
 struct Pending {
@@ -107,6 +110,18 @@ fn validate(request: &AppendRequest, max_event_bytes: usize) -> Result<(), Store
     }
     if request.events.is_empty() {
         return Err(StoreError::InvalidAppend("no events to append".into()));
+    }
+    if let Some(c) = &request.condition {
+        if c.stream.is_empty() {
+            return Err(StoreError::InvalidAppend(
+                "condition stream name is empty".into(),
+            ));
+        }
+        if c.stream == request.stream {
+            return Err(StoreError::InvalidAppend(
+                "a condition on the appended stream itself is its expected version".into(),
+            ));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for e in &request.events {
@@ -227,7 +242,14 @@ impl<B: Backend> Worker<B> {
             .flat_map(|r| r.events.iter().map(|e| e.id))
             .collect();
         let existing = tx.existing(&ids).await?;
-        let mut streams: Vec<&str> = requests.iter().map(|r| r.stream.as_str()).collect();
+        // The condition streams are read under the same lock as the appended ones.
+        let mut streams: Vec<&str> = requests
+            .iter()
+            .flat_map(|r| {
+                std::iter::once(r.stream.as_str())
+                    .chain(r.condition.as_ref().map(|c| c.stream.as_str()))
+            })
+            .collect();
         streams.sort_unstable();
         streams.dedup();
         let versions = tx.versions(&streams).await?;
@@ -291,6 +313,18 @@ fn plan_batch(
                 current,
             }));
             continue;
+        }
+        // Sees the requests planned before this one in the batch, as a serial order would.
+        if let Some(c) = &request.condition {
+            let at = versions.get(&c.stream).copied().unwrap_or(0);
+            if at != c.version {
+                results.push(Err(StoreError::ConditionFailed {
+                    stream: c.stream.clone(),
+                    expected: c.version,
+                    current: at,
+                }));
+                continue;
+            }
         }
         let first_position = head.position + 1;
         let mut version = current;
@@ -395,16 +429,19 @@ mod tests {
             stream: "s-1".into(),
             expected: ExpectedVersion::NoStream,
             events: vec![event(1), event(2)],
+            condition: None,
         };
         let b = AppendRequest {
             stream: "s-1".into(),
             expected: ExpectedVersion::NoStream,
             events: vec![event(3)],
+            condition: None,
         };
         let c = AppendRequest {
             stream: "s-1".into(),
             expected: ExpectedVersion::Exact(2),
             events: vec![event(4)],
+            condition: None,
         };
         let plan = plan_batch(
             &[&a, &b, &c],
@@ -423,6 +460,41 @@ mod tests {
     }
 
     #[test]
+    fn a_condition_sees_earlier_requests_of_the_batch_and_fails_alone() {
+        let policy = |n: u128, expected| AppendRequest {
+            stream: "policy-web".into(),
+            expected,
+            events: vec![event(n)],
+            condition: None,
+        };
+        let under = |n: u128, version| AppendRequest {
+            stream: format!("rollout-{n}"),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event(n)],
+            condition: Some(StreamCondition::at("policy-web", version)),
+        };
+        // Decided under policy version 1; the policy moves to 2 earlier in the same batch.
+        let (a, b, c, d) = (
+            under(10, 1),
+            policy(11, ExpectedVersion::Exact(1)),
+            under(12, 1),
+            under(13, 2),
+        );
+        let mut versions = HashMap::new();
+        versions.insert("policy-web".to_owned(), 1);
+        let plan = plan_batch(&[&a, &b, &c, &d], genesis(), vec![], versions, &SystemClock);
+        assert!(plan.results[0].is_ok());
+        assert!(plan.results[1].is_ok());
+        assert!(matches!(
+            &plan.results[2],
+            Err(StoreError::ConditionFailed { stream, expected: 1, current: 2 }) if stream == "policy-web"
+        ));
+        assert!(plan.results[3].is_ok());
+        assert_eq!(plan.rows.len(), 3);
+        assert_eq!(plan.head.position, 3);
+    }
+
+    #[test]
     fn oversized_event_is_refused_before_queueing() {
         let mut e = event(1);
         e.payload = json!({ "blob": "x".repeat(100) });
@@ -430,6 +502,7 @@ mod tests {
             stream: "s".into(),
             expected: ExpectedVersion::Any,
             events: vec![e],
+            condition: None,
         };
         assert!(matches!(
             validate(&r, 50),

@@ -13,6 +13,14 @@ pub enum StoreError {
         expected: ExpectedVersion,
         current: u64,
     },
+    /// The append's read-condition failed: the condition stream is no longer at the
+    /// version the writer decided under. Nothing was written.
+    #[error("condition failed: stream {stream} is at version {current}, expected {expected}")]
+    ConditionFailed {
+        stream: String,
+        expected: u64,
+        current: u64,
+    },
     /// An event id is already stored with different content (or in another append).
     #[error("event {event_id} was already appended with different content")]
     IdempotencyMismatch { event_id: Uuid },

@@ -3,9 +3,10 @@
 //! Every change in rollgate is an event appended here; everything else is a projection of
 //! this log. Two backends implement one trait, [`EventStore`]: PostgreSQL for production and
 //! SQLite as the embedded default. Both keep the same guarantees (see `docs/ARCHITECTURE.md`):
-//! atomic appends with optimistic concurrency, idempotency by event id, one gap-free global
-//! position in commit order, durable acknowledgement, immutability enforced by triggers, a
-//! SHA-256 hash chain, and schema-versioned payloads.
+//! atomic appends with optimistic concurrency (optionally conditioned on a second stream's
+//! version), idempotency by event id, one gap-free global position in commit order, durable
+//! acknowledgement, immutability enforced by triggers, a SHA-256 hash chain, and
+//! schema-versioned payloads.
 //!
 //! The store does not own the schema: the migrations live in `migrations/` at the top of the
 //! repository and are applied by the `rollgate` binary.
@@ -31,7 +32,7 @@ pub use postgres::{pool as postgres_pool, PgStore};
 pub use sqlite::{pool as sqlite_pool, SqliteStore};
 pub use types::{
     AppendObserver, AppendOutcome, EventData, ExpectedVersion, FailPoints, Head, RecordedEvent,
-    StoreOptions,
+    StoreOptions, StreamCondition,
 };
 pub use verify::{verify, VerifyReport};
 
@@ -56,6 +57,32 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// [`EventStore::append`] with an optional read-condition on a second stream, checked in
+    /// the same transaction as the append: with `Some(c)`, the events are written only if
+    /// `c.stream` is at `c.version` at commit, else the append fails with
+    /// [`StoreError::ConditionFailed`] and writes nothing. In a group-committed batch the
+    /// condition sees the requests committed before it in the same batch, and a failed
+    /// condition fails only its own request. A retried append whose events are already
+    /// stored answers the original outcome, whatever the condition.
+    ///
+    /// Both backends implement it; a wrapper that only forwards `append` answers
+    /// [`StoreError::InvalidAppend`] for a condition rather than append without checking it.
+    async fn append_with(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<StreamCondition>,
+    ) -> Result<AppendOutcome, StoreError> {
+        match condition {
+            None => self.append(stream, expected, events).await,
+            Some(c) => Err(StoreError::InvalidAppend(format!(
+                "this store cannot check a condition on stream {}",
+                c.stream
+            ))),
+        }
+    }
 
     /// Events of `stream` with version >= `from_version` (versions start at 1), at most `limit`.
     async fn read_stream(

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::batch::{AppendRequest, Backend, BatchTx, Committer};
 use crate::{
     AppendOutcome, DatabasePool, EventData, EventStore, ExpectedVersion, Head, RecordedEvent,
-    StoreError, StoreOptions,
+    StoreError, StoreOptions, StreamCondition,
 };
 
 pub const NOTIFY_CHANNEL: &str = "rollgate_events";
@@ -281,11 +281,22 @@ impl EventStore for PgStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendOutcome, StoreError> {
+        self.append_with(stream, expected, events, None).await
+    }
+
+    async fn append_with(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<StreamCondition>,
+    ) -> Result<AppendOutcome, StoreError> {
         self.committer
             .append(AppendRequest {
                 stream: stream.to_owned(),
                 expected,
                 events,
+                condition,
             })
             .await
     }

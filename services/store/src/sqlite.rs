@@ -23,7 +23,7 @@ use crate::batch::{AppendRequest, Backend, BatchTx, Committer};
 use crate::chain::format_time;
 use crate::{
     AppendOutcome, DatabasePool, EventData, EventStore, ExpectedVersion, Head, RecordedEvent,
-    StoreError, StoreOptions,
+    StoreError, StoreOptions, StreamCondition,
 };
 
 use crate::sql::statements::{self, SELECT_EVENT};
@@ -229,11 +229,22 @@ impl EventStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendOutcome, StoreError> {
+        self.append_with(stream, expected, events, None).await
+    }
+
+    async fn append_with(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<StreamCondition>,
+    ) -> Result<AppendOutcome, StoreError> {
         self.committer
             .append(AppendRequest {
                 stream: stream.to_owned(),
                 expected,
                 events,
+                condition,
             })
             .await
     }

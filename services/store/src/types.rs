@@ -52,6 +52,26 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
+/// A read-condition on a second stream, checked inside the append's transaction (under the
+/// head lock): the append is written only if `stream` is still at `version` (0: the stream
+/// does not exist). Lets a writer commit a decision only while what it decided under (a
+/// team's policy, say) is still in force, without reading that stream first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCondition {
+    pub stream: String,
+    pub version: u64,
+}
+
+impl StreamCondition {
+    /// `stream` must still be at `version` when the append commits.
+    pub fn at(stream: impl Into<String>, version: u64) -> Self {
+        Self {
+            stream: stream.into(),
+            version,
+        }
+    }
+}
+
 /// The answer to a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendOutcome {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use rollgate_store::{
     read_whole_stream, verify, AppendOutcome, BackendKind, DatabasePool, EventData, EventStore,
-    ExpectedVersion, FailPoints, RecordedEvent, StoreError, StoreOptions, VerifyReport,
+    ExpectedVersion, FailPoints, RecordedEvent, StoreError, StoreOptions, StreamCondition,
+    VerifyReport,
 };
 use rollgate_testkit::TestDb;
 use serde_json::json;
@@ -350,6 +351,367 @@ async fn group_commit_fails_only_the_wrong_request(kind: BackendKind) {
     );
     positions.sort_unstable();
     assert_eq!(positions, (34..=64).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------------------
+// Guarantee 1b: a read-condition on a second stream, checked in the append's transaction.
+
+async fn condition_that_holds_lets_the_append_through(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    store
+        .append("policy-web", ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    let o = store
+        .append_with(
+            "rollout-a",
+            ExpectedVersion::NoStream,
+            events(2),
+            Some(StreamCondition::at("policy-web", 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        o,
+        AppendOutcome {
+            stream_version: 2,
+            first_position: 3,
+            last_position: 4
+        }
+    );
+    // Without a condition, append_with is append.
+    store
+        .append_with("rollout-a", ExpectedVersion::Exact(2), events(1), None)
+        .await
+        .unwrap();
+    assert_eq!(store.stream_version("rollout-a").await.unwrap(), 3);
+    assert_eq!(
+        store.stream_version("policy-web").await.unwrap(),
+        2,
+        "the condition stream is only read"
+    );
+    assert_eq!(count_events(&*store).await, 5);
+}
+
+async fn condition_on_a_moved_stream_is_refused_and_writes_nothing(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    store
+        .append("policy-web", ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    store
+        .append("rollout-a", ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    // Decided under policy version 1; the policy moves to 2 before the append.
+    store
+        .append("policy-web", ExpectedVersion::Exact(1), events(1))
+        .await
+        .unwrap();
+    for (stream, expected) in [
+        ("rollout-a", ExpectedVersion::Exact(1)),
+        ("rollout-b", ExpectedVersion::NoStream),
+        ("rollout-c", ExpectedVersion::Any),
+    ] {
+        match store
+            .append_with(
+                stream,
+                expected,
+                events(2),
+                Some(StreamCondition::at("policy-web", 1)),
+            )
+            .await
+        {
+            Err(StoreError::ConditionFailed {
+                stream: condition,
+                expected: 1,
+                current: 2,
+            }) => assert_eq!(condition, "policy-web"),
+            other => panic!("expected a failed condition on {stream}, got {other:?}"),
+        }
+    }
+    // A condition ahead of the stream fails the same way.
+    assert!(matches!(
+        store
+            .append_with(
+                "rollout-a",
+                ExpectedVersion::Exact(1),
+                events(1),
+                Some(StreamCondition::at("policy-web", 3)),
+            )
+            .await,
+        Err(StoreError::ConditionFailed { current: 2, .. })
+    ));
+    // The expected version is still checked first, and reported as before.
+    assert!(matches!(
+        store
+            .append_with(
+                "rollout-a",
+                ExpectedVersion::Exact(5),
+                events(1),
+                Some(StreamCondition::at("policy-web", 1)),
+            )
+            .await,
+        Err(StoreError::WrongExpectedVersion { current: 1, .. })
+    ));
+    assert_eq!(
+        count_events(&*store).await,
+        3,
+        "refused appends write nothing"
+    );
+    assert_eq!(store.stream_version("rollout-a").await.unwrap(), 1);
+    assert_eq!(store.stream_version("rollout-b").await.unwrap(), 0);
+    assert_eq!(store.head().await.unwrap().position, 3);
+    // Re-decided under the policy in force, it goes through.
+    store
+        .append_with(
+            "rollout-a",
+            ExpectedVersion::Exact(1),
+            events(1),
+            Some(StreamCondition::at("policy-web", 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count_events(&*store).await, 4);
+    // A retry of a committed append answers its outcome, whatever the condition says now.
+    let batch = events(1);
+    let first = store
+        .append_with(
+            "rollout-d",
+            ExpectedVersion::NoStream,
+            batch.clone(),
+            Some(StreamCondition::at("policy-web", 2)),
+        )
+        .await
+        .unwrap();
+    store
+        .append("policy-web", ExpectedVersion::Exact(2), events(1))
+        .await
+        .unwrap();
+    let again = store
+        .append_with(
+            "rollout-d",
+            ExpectedVersion::NoStream,
+            batch,
+            Some(StreamCondition::at("policy-web", 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert!(verify(&*store, None).await.unwrap().is_ok());
+}
+
+async fn condition_on_a_stream_that_does_not_exist(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store(StoreOptions::default()).await;
+    // Version 0: no policy published yet. Holds while the stream does not exist.
+    store
+        .append_with(
+            "rollout-a",
+            ExpectedVersion::NoStream,
+            events(1),
+            Some(StreamCondition::at("policy-none", 0)),
+        )
+        .await
+        .unwrap();
+    match store
+        .append_with(
+            "rollout-b",
+            ExpectedVersion::NoStream,
+            events(1),
+            Some(StreamCondition::at("policy-none", 1)),
+        )
+        .await
+    {
+        Err(StoreError::ConditionFailed {
+            stream,
+            expected: 1,
+            current: 0,
+        }) => assert_eq!(stream, "policy-none"),
+        other => panic!("expected a failed condition, got {other:?}"),
+    }
+    // Once the stream exists, version 0 no longer holds.
+    store
+        .append("policy-none", ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .append_with(
+                "rollout-c",
+                ExpectedVersion::NoStream,
+                events(1),
+                Some(StreamCondition::at("policy-none", 0)),
+            )
+            .await,
+        Err(StoreError::ConditionFailed {
+            expected: 0,
+            current: 1,
+            ..
+        })
+    ));
+    // A condition on the appended stream itself is what the expected version is for.
+    assert!(matches!(
+        store
+            .append_with(
+                "rollout-a",
+                ExpectedVersion::Exact(1),
+                events(1),
+                Some(StreamCondition::at("rollout-a", 1)),
+            )
+            .await,
+        Err(StoreError::InvalidAppend(_))
+    ));
+    assert_eq!(count_events(&*store).await, 2);
+}
+
+async fn group_commit_fails_only_the_stale_condition(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    let fail_points = Arc::new(Mutex::new(FailPoints::default()));
+    // One committer, so the queued appends form exactly one batch behind the blocker.
+    let store = db
+        .store(StoreOptions {
+            fail_points: fail_points.clone(),
+            committers: 1,
+            ..Default::default()
+        })
+        .await;
+    store
+        .append("policy-web", ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    // A slow append holds the committer, so the next 32 queue up and commit as one batch.
+    fail_points.lock().unwrap().sleep_before_commit = Some(Duration::from_millis(300));
+    let blocker = {
+        let s = store.clone();
+        tokio::spawn(async move { s.append("blocker", ExpectedVersion::Any, events(1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fail_points.lock().unwrap().sleep_before_commit = None;
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let s = store.clone();
+            // Request 13 was decided under policy version 1.
+            let condition = StreamCondition::at("policy-web", if i == 13 { 1 } else { 2 });
+            tokio::spawn(async move {
+                s.append_with(
+                    &format!("s-{i}"),
+                    ExpectedVersion::NoStream,
+                    events(1),
+                    Some(condition),
+                )
+                .await
+            })
+        })
+        .collect();
+    blocker.await.unwrap().unwrap();
+    let mut positions = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        if i == 13 {
+            assert!(
+                matches!(
+                    &r,
+                    Err(StoreError::ConditionFailed { stream, expected: 1, current: 2 })
+                        if stream == "policy-web"
+                ),
+                "{r:?}"
+            );
+        } else {
+            positions.push(r.unwrap().first_position);
+        }
+    }
+    // The 31 that passed were committed together: one transaction, one recorded time.
+    let all = store.read_all(3, 100).await.unwrap();
+    assert_eq!(all.len(), 31);
+    assert!(all.iter().all(|e| e.stream != "s-13"));
+    let times: std::collections::HashSet<_> = all.iter().map(|e| e.recorded_at).collect();
+    assert_eq!(
+        times.len(),
+        1,
+        "the 31 appends were not committed as one batch"
+    );
+    positions.sort_unstable();
+    assert_eq!(positions, (4..=34).collect::<Vec<_>>());
+    assert_eq!(store.stream_version("s-13").await.unwrap(), 0);
+}
+
+async fn no_append_commits_under_a_superseded_condition(kind: BackendKind) {
+    let db = TestDb::new(kind).await;
+    // Several committers (pipelined batches) and, on PostgreSQL, stores of their own as
+    // separate rollgate instances would have.
+    let store = db
+        .store(StoreOptions {
+            committers: 3,
+            ..Default::default()
+        })
+        .await;
+    store
+        .append("policy-web", ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    let mut stores: Vec<Arc<dyn EventStore>> = vec![store.clone()];
+    if kind == BackendKind::Postgres {
+        for _ in 0..3 {
+            stores.push(
+                db.store(StoreOptions {
+                    max_connections: 2,
+                    ..Default::default()
+                })
+                .await,
+            );
+        }
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(33));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = stores[i % stores.len()].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            // Each writer decided under policy version 1.
+            let r = s
+                .append_with(
+                    &format!("rollout-{i}"),
+                    ExpectedVersion::NoStream,
+                    events(1),
+                    Some(StreamCondition::at("policy-web", 1)),
+                )
+                .await;
+            match r {
+                Ok(o) => Some(o.last_position),
+                Err(StoreError::ConditionFailed { current: 2, .. }) => None,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }));
+    }
+    let policy = {
+        let s = stores[stores.len() - 1].clone();
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            s.append("policy-web", ExpectedVersion::Exact(1), events(1))
+                .await
+                .unwrap()
+                .last_position
+        })
+    };
+    let changed_at = policy.await.unwrap();
+    let mut committed = 0;
+    for t in tasks {
+        if let Some(position) = t.await.unwrap() {
+            committed += 1;
+            assert!(
+                position < changed_at,
+                "an append decided under policy version 1 committed at {position}, after the \
+                 policy changed at {changed_at}"
+            );
+        }
+    }
+    assert_eq!(count_events(&*store).await, 2 + committed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -926,6 +1288,11 @@ rollgate_testkit::both_backends!(
     expected_version_is_checked,
     sixteen_concurrent_writers_one_winner,
     group_commit_fails_only_the_wrong_request,
+    condition_that_holds_lets_the_append_through,
+    condition_on_a_moved_stream_is_refused_and_writes_nothing,
+    condition_on_a_stream_that_does_not_exist,
+    group_commit_fails_only_the_stale_condition,
+    no_append_commits_under_a_superseded_condition,
     retried_append_is_idempotent,
     reader_never_sees_gaps,
     acknowledged_appends_survive_kill_9,
