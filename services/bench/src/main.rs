@@ -1,14 +1,25 @@
 //! `rollgate-bench`: measures rollgate against a raw PostgreSQL baseline taken in the same run.
 //!
-//! Baseline: pgbench, `--clients` connections, one single-row INSERT per transaction. Then,
-//! for PostgreSQL and SQLite, each on fresh databases: store appends (group commit) from
-//! concurrent writers; governance commands over HTTP against the real `rollgate` binary;
-//! `as_of` reconstruction of a 10,000-event stream; and on a log of `--log-events` events:
-//! chain verification, projection rebuild, a filtered audit query through HTTP, the streamed
-//! audit export, and the server's resident memory. Every load loop is bounded in time and
-//! stays on the loopback interface.
+//! Baseline: pgbench, `--clients` connections, one single-row INSERT per transaction (with its
+//! WAL bytes per transaction and, sampled, PostgreSQL's CPU per transaction). Then, for
+//! PostgreSQL and SQLite, each on fresh databases: store appends (group commit) from
+//! concurrent writers; governance commands over HTTP against the real `rollgate` binary —
+//! notes at each client count of `--sweep`, then a realistic command mix (`mix.rs`) — each
+//! window with CPU per command of the server, PostgreSQL and the load generator from `/proc`
+//! and WAL bytes per event (`cpu.rs`), and on SQLite the checkpoints seen during the window
+//! (`sqlite_wal.rs`); `as_of` reconstruction of a 10,000-event stream; and on a log of
+//! `--log-events` events: chain verification, projection rebuild, a filtered audit query
+//! through HTTP, the streamed audit export, and the server's resident memory. Every load loop
+//! is bounded in time and stays on the loopback interface. The targets of DESIGN.md and of
+//! issue 15 are printed at the end, each met or not met.
 //!
 //! Build both binaries first: `cargo build --release -p rollgate-server -p rollgate-bench`.
+//! `--smoke` runs every part briefly and small (1 s windows, 4 clients, 2,000 log events): a
+//! check that the benchmark works, not a measurement.
+
+mod cpu;
+mod mix;
+mod sqlite_wal;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,14 +34,20 @@ use rollgate_testkit::TestDb;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use cpu::{PgProbe, Usage};
+
 #[derive(Parser)]
 struct Args {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Concurrent clients.
+    /// Concurrent clients (the baseline, store appends, the command mix, and the HTTP notes
+    /// level the targets are judged at).
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Client counts of the HTTP notes sweep (`--clients` is added when missing).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    sweep: Vec<usize>,
     /// Events in the log for verify, rebuild, audit query, export and memory (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     log_events: usize,
@@ -40,6 +57,9 @@ struct Args {
     /// The `rollgate` binary (default: beside this one).
     #[arg(long)]
     rollgate: Option<PathBuf>,
+    /// Every part, briefly: 1 s windows, 4 clients, sweep 1 and 4, 2,000 log events.
+    #[arg(long)]
+    smoke: bool,
 }
 
 struct Latencies {
@@ -68,8 +88,20 @@ fn libpq_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-/// pgbench: `clients` connections, each transaction one single-row INSERT.
-fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+/// What the baseline measured.
+struct Baseline {
+    tps: f64,
+    wal_per_tx: Option<f64>,
+    /// PostgreSQL backends' CPU per transaction, sampled while pgbench ran (µs).
+    pg_us_per_tx: Option<f64>,
+}
+
+/// pgbench: `clients` connections, each transaction one single-row INSERT. While it runs, the
+/// CPU time of its backends is read every 100 ms from the first second on (the last reading
+/// before each backend exits is kept, so up to 100 ms of each backend's work is missed), and
+/// divided by the transactions of that span at the run's rate.
+async fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<Baseline> {
+    let probe = PgProbe::connect(url).await?;
     let url = libpq_url(url);
     let setup = Command::new("psql")
         .args([url, "-q", "-c", "CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, v double precision, at timestamptz DEFAULT now())"])
@@ -83,7 +115,8 @@ fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f
         script.path(),
         "INSERT INTO bench_baseline (v) VALUES (random());\n",
     )?;
-    let out = Command::new("pgbench")
+    let wal_before = probe.wal_lsn().await?;
+    let mut child = Command::new("pgbench")
         .args([
             "-n",
             "-c",
@@ -96,14 +129,53 @@ fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f
         .arg("-f")
         .arg(script.path())
         .arg(url)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .context("pgbench is needed for the baseline")?;
+    tokio::time::sleep(Duration::from_millis(1000.min(seconds * 500))).await;
+    let pids = probe.backend_pids().await?;
+    let first: std::collections::HashMap<u32, u64> = pids
+        .iter()
+        .filter_map(|&p| cpu::process_ticks(p).map(|t| (p, t)))
+        .collect();
+    let sampled_from = Instant::now();
+    let mut last = first.clone();
+    let mut sampled_to = sampled_from;
+    while child.try_wait()?.is_none() {
+        for (pid, t) in last.iter_mut() {
+            if let Some(now) = cpu::process_ticks(*pid) {
+                *t = now;
+            }
+        }
+        sampled_to = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output()?;
+    let wal_after = probe.wal_lsn().await?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let tps = text
+        .lines()
         .find_map(|l| l.trim().strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
-        .with_context(|| format!("no tps in pgbench output: {text}"))
+        .with_context(|| format!("no tps in pgbench output: {text}"))?;
+    let transactions = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("number of transactions actually processed: ")
+        })
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    let ticks: u64 = last.iter().map(|(p, t)| t - first[p]).sum();
+    let span = (sampled_to - sampled_from).as_secs_f64();
+    Ok(Baseline {
+        tps,
+        wal_per_tx: transactions.map(|n| (wal_after - wal_before) as f64 / n),
+        pg_us_per_tx: (span > 0.0 && !first.is_empty())
+            .then(|| ticks as f64 / cpu::clk_tck() * 1e6 / (tps * span)),
+    })
 }
 
 fn note(i: u64) -> RolloutEvent {
@@ -133,10 +205,12 @@ fn stored(e: &RolloutEvent, actor: &str, team: &str) -> EventData {
     }
 }
 
-/// `clients` writers appending one event per call to their own streams.
-async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64) -> Latencies {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
+/// `clients` writers appending one event per call to their own streams, until `deadline`.
+async fn store_appends(
+    store: Arc<dyn EventStore>,
+    clients: usize,
+    deadline: Instant,
+) -> anyhow::Result<Vec<(Instant, Duration)>> {
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let store = store.clone();
@@ -150,7 +224,7 @@ async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64)
                         .append(&format!("bench-{c}"), ExpectedVersion::Any, vec![e])
                         .await
                         .expect("append");
-                    lat.push(t.elapsed());
+                    lat.push((t, t.elapsed()));
                     n += 1;
                 }
                 lat
@@ -159,9 +233,9 @@ async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64)
         .collect();
     let mut all = Vec::new();
     for t in tasks {
-        all.extend(t.await.expect("writer"));
+        all.extend(t.await?);
     }
-    summarize(all, started.elapsed())
+    Ok(all)
 }
 
 /// The real server, as a child process.
@@ -222,8 +296,12 @@ impl Server {
     }
 
     fn token(&self, roles: &[&str], teams: &[&str]) -> anyhow::Result<String> {
+        self.token_of("bench", roles, teams)
+    }
+
+    fn token_of(&self, sub: &str, roles: &[&str], teams: &[&str]) -> anyhow::Result<String> {
         Ok(self.keys.mint(rollgate_auth::MintRequest {
-            sub: "bench".into(),
+            sub: sub.into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             teams: teams.iter().map(|s| s.to_string()).collect(),
             ttl_seconds: 3600,
@@ -231,6 +309,10 @@ impl Server {
             issuer: "rollgate".into(),
             audience: "rollgate".into(),
         })?)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory of the server process, in MiB.
@@ -282,19 +364,147 @@ async fn create_rollout(
     Ok(res["rollout_id"].as_str().context("rollout_id")?.to_owned())
 }
 
+/// One measured load window.
+struct Phase {
+    what: String,
+    kind: BackendKind,
+    clients: usize,
+    requests: usize,
+    events: u64,
+    elapsed: Duration,
+    lat: Latencies,
+    usage: Usage,
+    /// The server is the benchmark process itself (store appends).
+    in_process: bool,
+    stalls: Option<sqlite_wal::Stalls>,
+}
+
+impl Phase {
+    fn per_command_us(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / self.requests.max(1) as f64
+    }
+
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn pg_total_us(&self) -> Option<f64> {
+        Some(self.per_command_us(self.usage.pg_backends_s? + self.usage.pg_background_s?))
+    }
+
+    fn detail_row(&self) -> String {
+        let us = |s: Option<f64>| {
+            s.map(|s| format!("{:.0}", self.per_command_us(s)))
+                .unwrap_or_else(|| "–".into())
+        };
+        let server = if self.in_process {
+            "in the load generator".to_owned()
+        } else {
+            us(Some(self.usage.server_s))
+        };
+        let wal = match self.usage.wal_bytes {
+            Some(b) => format!("{:.0}", b as f64 / self.events.max(1) as f64),
+            None => "–".into(),
+        };
+        let backends = match self.usage.pg_backends_s {
+            Some(_) if self.usage.pg_vanished > 0 => format!(
+                "{} ({} of {} backends gone)",
+                us(self.usage.pg_backends_s),
+                self.usage.pg_vanished,
+                self.usage.pg_counted + self.usage.pg_vanished
+            ),
+            Some(_) => format!(
+                "{} ({} backends)",
+                us(self.usage.pg_backends_s),
+                self.usage.pg_counted
+            ),
+            None => "–".into(),
+        };
+        format!(
+            "| {} | {:?} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+            self.what,
+            self.kind,
+            self.clients,
+            self.lat.per_second,
+            self.events_per_second(),
+            self.lat.p50_ms,
+            self.lat.p99_ms,
+            server,
+            backends,
+            us(self.usage.pg_background_s),
+            us(Some(self.usage.bench_s)),
+            us(Some(self.usage.machine_s)),
+            wal,
+        )
+    }
+}
+
+const DETAIL_HEADER: &str = "| phase | backend | clients | requests/s | events/s | p50 ms | p99 ms \
+| server µs/cmd | PostgreSQL backends µs/cmd | PostgreSQL WAL writer + checkpointer + bgwriter µs/cmd \
+| load generator µs/cmd | whole machine µs/cmd | WAL bytes/event |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+/// What a window needs to be measured: the server's pid, the database's probe (PostgreSQL),
+/// the SQLite file (to watch its checkpoints), and a store to read the head from.
+struct Meter<'a> {
+    pid: u32,
+    probe: Option<&'a PgProbe>,
+    sqlite: Option<PathBuf>,
+    store: &'a dyn EventStore,
+}
+
+/// Runs `load` as one window and measures it; `load` answers each request's start and
+/// latency.
+async fn measure<L, F>(
+    meter: &Meter<'_>,
+    what: String,
+    kind: BackendKind,
+    clients: usize,
+    seconds: u64,
+    load: L,
+) -> anyhow::Result<Phase>
+where
+    L: FnOnce(Instant) -> F,
+    F: std::future::Future<Output = anyhow::Result<Vec<(Instant, Duration)>>>,
+{
+    let head = meter.store.head().await?.position;
+    let watch = match &meter.sqlite {
+        Some(db) => Some(sqlite_wal::WalWatch::start(db)?),
+        None => None,
+    };
+    let before = cpu::snapshot(meter.pid, meter.probe).await?;
+    let started = Instant::now();
+    let timed = load(started + Duration::from_secs(seconds)).await?;
+    let elapsed = started.elapsed();
+    let after = cpu::snapshot(meter.pid, meter.probe).await?;
+    let checkpoints = watch.map(|w| w.finish());
+    let events = meter.store.head().await?.position - head;
+    let stalls = checkpoints.map(|c| sqlite_wal::explain(&c, &timed, Duration::from_millis(50)));
+    Ok(Phase {
+        what,
+        kind,
+        clients,
+        requests: timed.len(),
+        events,
+        elapsed,
+        lat: summarize(timed.iter().map(|(_, l)| *l).collect(), elapsed),
+        usage: cpu::usage(&before, &after, meter.probe.is_some()),
+        in_process: meter.pid == std::process::id(),
+        stalls,
+    })
+}
+
 /// `clients` clients each adding notes (a full governance command: authenticate, load,
-/// decide, append) to a rollout of their own.
-async fn http_commands(server: &Server, clients: usize, seconds: u64) -> anyhow::Result<Latencies> {
+/// decide, append) to a rollout of their own, until `deadline`.
+async fn http_notes(
+    server: &Server,
+    ids: Vec<String>,
+    deadline: Instant,
+) -> anyhow::Result<Vec<(Instant, Duration)>> {
     let token = server.token(&["release_manager"], &["web"])?;
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
+        .pool_max_idle_per_host(ids.len())
         .build()?;
-    let mut ids = Vec::new();
-    for i in 0..clients {
-        ids.push(create_rollout(&client, server, &token, i).await?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
     let tasks: Vec<_> = ids
         .into_iter()
         .map(|id| {
@@ -313,7 +523,7 @@ async fn http_commands(server: &Server, clients: usize, seconds: u64) -> anyhow:
                         .await
                         .expect("request");
                     assert_eq!(res.status().as_u16(), 201);
-                    lat.push(t.elapsed());
+                    lat.push((t, t.elapsed()));
                 }
                 lat
             })
@@ -323,7 +533,7 @@ async fn http_commands(server: &Server, clients: usize, seconds: u64) -> anyhow:
     for t in tasks {
         all.extend(t.await?);
     }
-    Ok(summarize(all, started.elapsed()))
+    Ok(all)
 }
 
 /// Builds a 10,000-event rollout stream and times `GET /v1/rollouts/{id}?as_of=…` at
@@ -458,9 +668,45 @@ fn row(what: &str, kind: BackendKind, result: String, ratio: Option<f64>, l: Opt
     println!("| {what} | {kind:?} | {result} | {ratio} | {p50} | {p99} |");
 }
 
+/// One line of the targets table.
+struct Target {
+    what: String,
+    result: String,
+    met: bool,
+}
+
+fn target(targets: &mut Vec<Target>, what: impl Into<String>, result: String, met: bool) {
+    targets.push(Target {
+        what: what.into(),
+        result,
+        met,
+    });
+}
+
+/// Creates `n` rollouts for the notes of one window.
+async fn rollouts(server: &Server, first: usize, n: usize) -> anyhow::Result<Vec<String>> {
+    let token = server.token(&["release_manager"], &["web"])?;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in first..first + n {
+        ids.push(create_rollout(&client, server, &token, i).await?);
+    }
+    Ok(ids)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.smoke {
+        args.seconds = 1;
+        args.clients = 4;
+        args.sweep = vec![1, 4];
+        args.log_events = args.log_events.min(2_000);
+    }
+    let mut sweep = args.sweep.clone();
+    sweep.push(args.clients);
+    sweep.sort_unstable();
+    sweep.dedup();
     let binary = match &args.rollgate {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("rollgate"),
@@ -472,11 +718,24 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let baseline_db = TestDb::postgres().await;
-    let baseline = pgbench_baseline(&baseline_db.url, args.clients, args.seconds)?;
+    let base = pgbench_baseline(&baseline_db.url, args.clients, args.seconds).await?;
     drop(baseline_db);
+    let baseline = base.tps;
+    if args.smoke {
+        println!("Smoke run (--smoke): every part briefly; the figures are not measurements.\n");
+    }
     println!(
-        "Baseline: pgbench, {} clients, single-row INSERT transactions: **{baseline:.0} tps**\n",
+        "Baseline: pgbench, {} clients, single-row INSERT transactions: **{baseline:.0} tps**",
         args.clients
+    );
+    println!(
+        "(WAL {} bytes per transaction; PostgreSQL backends ≈{} µs of CPU per transaction, sampled)\n",
+        base.wal_per_tx
+            .map(|w| format!("{w:.0}"))
+            .unwrap_or_else(|| "?".into()),
+        base.pg_us_per_tx
+            .map(|w| format!("{w:.0}"))
+            .unwrap_or_else(|| "?".into()),
     );
     println!("| measurement | backend | result | ratio to baseline | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
@@ -487,7 +746,13 @@ async fn main() -> anyhow::Result<()> {
             args.backends.iter().any(|b| b.eq_ignore_ascii_case(&name))
         })
         .collect();
+    let clients = args.clients;
+    let mut details: Vec<String> = Vec::new();
+    let mut by_kind: Vec<String> = Vec::new();
+    let mut stalls: Vec<String> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     for kind in kinds {
+        let pg = kind == BackendKind::Postgres;
         {
             let db = TestDb::new(kind).await;
             let store = db
@@ -496,29 +761,218 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 })
                 .await;
-            let l = store_appends(store.clone(), args.clients, args.seconds).await;
-            let what = format!("store appends, {} writers, 1 event each", args.clients);
+            let probe = match pg {
+                true => Some(PgProbe::connect(&db.url).await?),
+                false => None,
+            };
+            let meter = Meter {
+                pid: std::process::id(),
+                probe: probe.as_ref(),
+                sqlite: None,
+                store: &*store,
+            };
+            let what = format!("store appends, {clients} writers, 1 event each");
+            let phase = measure(&meter, what.clone(), kind, clients, args.seconds, |d| {
+                store_appends(store.clone(), clients, d)
+            })
+            .await?;
+            let rate = phase.events_per_second();
             row(
                 &what,
                 kind,
-                format!("{:.0} events/s", l.per_second),
-                Some(l.per_second / baseline),
-                Some(&l),
+                format!("{rate:.0} events/s"),
+                Some(rate / baseline),
+                Some(&phase.lat),
             );
+            details.push(phase.detail_row());
         }
         {
             let db = TestDb::new(kind).await;
-            let store = db.store(StoreOptions::default()).await;
+            let store = db
+                .store(StoreOptions {
+                    application_name: "rollgate-bench".into(),
+                    ..Default::default()
+                })
+                .await;
             let server = Server::start(&binary, &db.url).await?;
-            let l = http_commands(&server, args.clients, args.seconds).await?;
-            let what = format!("governance commands over HTTP, {} clients", args.clients);
-            row(
-                &what,
+            let probe = match pg {
+                true => Some(PgProbe::connect(&db.url).await?),
+                false => None,
+            };
+            let meter = Meter {
+                pid: server.pid(),
+                probe: probe.as_ref(),
+                sqlite: db.dir().map(|d| d.join("rollgate.db")),
+                store: &*store,
+            };
+            let mut created = 0;
+            for &c in &sweep {
+                let ids = rollouts(&server, created, c).await?;
+                created += c;
+                let phase = measure(&meter, "notes".into(), kind, c, args.seconds, |d| {
+                    http_notes(&server, ids, d)
+                })
+                .await?;
+                eprintln!("measured: {}", phase.detail_row());
+                if let Some(st) = &phase.stalls {
+                    stalls.push(format!(
+                        "- {kind:?}, notes, {c} clients: {} checkpoints during the window \
+                         ({} WAL frames copied back), longest {:.1} ms, {:.1} ms in all; \
+                         {} requests took over 50 ms, {} of them while a checkpoint ran",
+                        st.checkpoints,
+                        st.frames,
+                        st.longest_ms,
+                        st.total_ms,
+                        st.slow,
+                        st.slow_during_checkpoint
+                    ));
+                }
+                if c == clients {
+                    let rate = phase.events_per_second();
+                    row(
+                        &format!("governance commands over HTTP (notes), {c} clients"),
+                        kind,
+                        format!("{rate:.0} events/s"),
+                        Some(rate / baseline),
+                        Some(&phase.lat),
+                    );
+                    if pg {
+                        target(
+                            &mut targets,
+                            format!("notes over HTTP ≥ 0.5× baseline (aim > 1×), {c} clients"),
+                            format!("{:.2}×", rate / baseline),
+                            rate / baseline >= 0.5,
+                        );
+                        target(
+                            &mut targets,
+                            format!("notes over HTTP p99 < 20 ms, {c} clients"),
+                            format!(
+                                "p99 {:.1} ms (p50 {:.1})",
+                                phase.lat.p99_ms, phase.lat.p50_ms
+                            ),
+                            phase.lat.p99_ms < 20.0,
+                        );
+                        let server_us = phase.per_command_us(phase.usage.server_s);
+                        target(
+                            &mut targets,
+                            format!("server CPU ≤ 150 µs per command (notes, {c} clients)"),
+                            format!("{server_us:.0} µs"),
+                            server_us <= 150.0,
+                        );
+                        let backends =
+                            phase.per_command_us(phase.usage.pg_backends_s.unwrap_or(0.0));
+                        let total = phase.pg_total_us().unwrap_or(f64::NAN);
+                        target(
+                            &mut targets,
+                            format!(
+                                "PostgreSQL CPU ≤ 200 µs per command (notes, {c} clients; \
+                                 backends + WAL writer, checkpointer, bgwriter)"
+                            ),
+                            format!("{total:.0} µs ({backends:.0} backends)"),
+                            total <= 200.0,
+                        );
+                    } else {
+                        target(
+                            &mut targets,
+                            format!("SQLite: notes over HTTP p99 < 50 ms, {c} clients"),
+                            format!(
+                                "p99 {:.1} ms (p50 {:.1})",
+                                phase.lat.p99_ms, phase.lat.p50_ms
+                            ),
+                            phase.lat.p99_ms < 50.0,
+                        );
+                    }
+                }
+                details.push(phase.detail_row());
+            }
+
+            let people = mix::People {
+                release_manager: server.token_of("bench-rm", &["release_manager"], &["web"])?,
+                sre: server.token_of("bench-sre", &["sre"], &["web"])?,
+                approvers: [
+                    server.token_of("bench-approver-1", &["approver"], &["web"])?,
+                    server.token_of("bench-approver-2", &["approver"], &["web"])?,
+                ],
+                automation: server.token_of("bench-bot", &["service"], &["web"])?,
+            };
+            let kinds_seen = std::sync::Mutex::new(mix::Timed::new());
+            let kinds_seen_ref = &kinds_seen;
+            let address = &server.address;
+            let phase = measure(
+                &meter,
+                "command mix".into(),
                 kind,
-                format!("{:.0} events/s", l.per_second),
-                Some(l.per_second / baseline),
-                Some(&l),
+                clients,
+                args.seconds,
+                |d| async move {
+                    let timed = mix::run(address, people, clients, d).await?;
+                    let plain = timed.iter().map(|(_, t, l)| (*t, *l)).collect();
+                    *kinds_seen_ref.lock().expect("mix") = timed;
+                    Ok(plain)
+                },
+            )
+            .await?;
+            eprintln!("measured: {}", phase.detail_row());
+            let rate = phase.events_per_second();
+            row(
+                &format!("governance command mix over HTTP, {clients} clients"),
+                kind,
+                format!("{:.0} requests/s, {rate:.0} events/s", phase.lat.per_second),
+                Some(rate / baseline),
+                Some(&phase.lat),
             );
+            if pg {
+                target(
+                    &mut targets,
+                    format!("command mix over HTTP ≥ 0.5× baseline, {clients} clients (events/s)"),
+                    format!("{:.2}×", rate / baseline),
+                    rate / baseline >= 0.5,
+                );
+                target(
+                    &mut targets,
+                    format!("command mix over HTTP p99 < 20 ms, {clients} clients"),
+                    format!(
+                        "p99 {:.1} ms (p50 {:.1})",
+                        phase.lat.p99_ms, phase.lat.p50_ms
+                    ),
+                    phase.lat.p99_ms < 20.0,
+                );
+                let server_us = phase.per_command_us(phase.usage.server_s);
+                let total = phase.pg_total_us().unwrap_or(f64::NAN);
+                target(
+                    &mut targets,
+                    "command mix: server CPU ≤ 150 µs, PostgreSQL ≤ 200 µs per command",
+                    format!("server {server_us:.0} µs, PostgreSQL {total:.0} µs"),
+                    server_us <= 150.0 && total <= 200.0,
+                );
+            }
+            if let Some(st) = &phase.stalls {
+                stalls.push(format!(
+                    "- {kind:?}, command mix, {clients} clients: {} checkpoints ({} frames), \
+                     longest {:.1} ms, {:.1} ms in all; {} requests over 50 ms, {} of them \
+                     while a checkpoint ran",
+                    st.checkpoints,
+                    st.frames,
+                    st.longest_ms,
+                    st.total_ms,
+                    st.slow,
+                    st.slow_during_checkpoint
+                ));
+            }
+            details.push(phase.detail_row());
+            let timed = kinds_seen.into_inner().expect("mix");
+            for (k, lat) in mix::by_kind(&timed) {
+                let n = lat.len();
+                let l = summarize(lat, phase.elapsed);
+                by_kind.push(format!(
+                    "| {} | {kind:?} | {n} | {:.0} | {:.2} | {:.2} |",
+                    mix::KINDS[k],
+                    l.per_second,
+                    l.p50_ms,
+                    l.p99_ms
+                ));
+            }
+
             let l = as_of_latency(&server, &*store).await?;
             row(
                 "`as_of` on a 10,000-event stream",
@@ -527,6 +981,14 @@ async fn main() -> anyhow::Result<()> {
                 None,
                 Some(&l),
             );
+            if pg {
+                target(
+                    &mut targets,
+                    "`as_of` on a 10,000-event stream < 10 ms (p99)",
+                    format!("p99 {:.1} ms (p50 {:.1})", l.p99_ms, l.p50_ms),
+                    l.p99_ms < 10.0,
+                );
+            }
         }
         if args.log_events > 0 {
             let db = TestDb::new(kind).await;
@@ -555,6 +1017,14 @@ async fn main() -> anyhow::Result<()> {
                 Some(rate / baseline),
                 None,
             );
+            if pg {
+                target(
+                    &mut targets,
+                    "verify ≥ 500,000 events/s",
+                    format!("{rate:.0}"),
+                    rate >= 500_000.0,
+                );
+            }
 
             let t = Instant::now();
             rollgate_projections::rebuild(store.clone(), None).await?;
@@ -569,10 +1039,18 @@ async fn main() -> anyhow::Result<()> {
                 Some(rate / baseline),
                 None,
             );
+            if pg {
+                target(
+                    &mut targets,
+                    "projection rebuild ≥ 100,000 events/s",
+                    format!("{rate:.0}"),
+                    rate >= 100_000.0,
+                );
+            }
 
             let server = Server::start(&binary, &db.url).await?;
             wait_projected(&*store, Duration::from_secs(600)).await?;
-            let l = audit_queries(&server, 300).await?;
+            let l = audit_queries(&server, if args.smoke { 20 } else { 300 }).await?;
             row(
                 &format!(
                     "audit query, 3 filters, one page of 100 ({} events)",
@@ -583,6 +1061,14 @@ async fn main() -> anyhow::Result<()> {
                 None,
                 Some(&l),
             );
+            if pg {
+                target(
+                    &mut targets,
+                    format!("audit query p99 < 50 ms ({} events)", args.log_events),
+                    format!("p99 {:.1} ms (p50 {:.1})", l.p99_ms, l.p50_ms),
+                    l.p99_ms < 50.0,
+                );
+            }
             let rate = export_rate(&server, args.log_events).await?;
             row(
                 &format!("audit export, NDJSON streamed ({} events)", args.log_events),
@@ -591,6 +1077,14 @@ async fn main() -> anyhow::Result<()> {
                 Some(rate / baseline),
                 None,
             );
+            if pg {
+                target(
+                    &mut targets,
+                    "audit export ≥ 200,000 events/s",
+                    format!("{rate:.0}"),
+                    rate >= 200_000.0,
+                );
+            }
             if let Some(mib) = server.rss_mib() {
                 row(
                     &format!(
@@ -602,8 +1096,50 @@ async fn main() -> anyhow::Result<()> {
                     None,
                     None,
                 );
+                if pg {
+                    target(
+                        &mut targets,
+                        format!("server RSS < 100 MB ({} events stored)", args.log_events),
+                        format!("{mib:.0} MiB"),
+                        mib * 1.048_576 < 100.0,
+                    );
+                }
             }
         }
     }
+    println!("\n### Load windows: throughput, latency, CPU per command, WAL per event\n");
+    println!("{DETAIL_HEADER}");
+    for d in &details {
+        println!("{d}");
+    }
+    if !by_kind.is_empty() {
+        println!("\n### The command mix by command\n");
+        println!("| command | backend | requests | requests/s | p50 ms | p99 ms |");
+        println!("|---|---|---|---|---|---|");
+        for l in &by_kind {
+            println!("{l}");
+        }
+    }
+    if !stalls.is_empty() {
+        println!("\n### SQLite checkpoints during the HTTP windows\n");
+        for l in &stalls {
+            println!("{l}");
+        }
+    }
+    println!("\n### Against the targets\n");
+    println!("| target | result | |");
+    println!("|---|---|---|");
+    for t in &targets {
+        println!(
+            "| {} | {} | {} |",
+            t.what,
+            t.result,
+            if t.met { "met" } else { "not met" }
+        );
+    }
+    println!(
+        "| store appends ≥ 2× postgres-es, {clients} writers | not measured: postgres-es is not \
+         in rollgate-bench | not met |"
+    );
     Ok(())
 }
