@@ -1,12 +1,17 @@
-//! Folded stream states kept in memory, so that a command reads only the events appended
-//! since the stream was last folded, and `as_of` replays from the nearest checkpoint instead
-//! of from the first event.
+//! Folded stream states kept in memory, so that a command reads nothing before it decides,
+//! and `as_of` replays from the nearest checkpoint instead of from the first event.
 //!
-//! A cache entry is never trusted on its own: every use first reads the stream's tail from
-//! the store, so several instances sharing one database stay correct, and a lost entry only
-//! costs a full replay. Evicted least-recently-used.
+//! A command decides on the cached rollout and policy ([`StateCache::cached_rollout`],
+//! [`StateCache::cached_policy`]) and appends with the cached rollout version as its expected
+//! version and the cached policy version as a read-condition checked in the append's
+//! transaction; a conflict (another instance wrote) makes it read the tail and decide again
+//! (`command::execute`). So the cache is never what keeps several instances correct: the
+//! store refuses a decision taken on a stale entry, and a lost entry only costs a replay.
+//! After its own appends an instance advances its entries without reading them back.
+//! Reads (`as_of`, gates, views) still read the tail first. Evicted least-recently-used.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -33,9 +38,36 @@ struct Checkpoint {
 
 #[derive(Clone, Debug)]
 struct RolloutEntry {
+    /// Folded from stored events (positions and recorded times known).
     current: Arc<Checkpoint>,
     /// Ascending by version, one every `CHECKPOINT_EVERY` events.
     checkpoints: Vec<Arc<Checkpoint>>,
+    /// The state after this instance's own appends beyond `current` (with its version),
+    /// folded from the decided events, not read back: what commands decide on.
+    ahead: Option<Arc<(RolloutState, u64)>>,
+}
+
+impl RolloutEntry {
+    fn empty() -> Self {
+        RolloutEntry {
+            current: Arc::new(Checkpoint {
+                version: 0,
+                position: 0,
+                recorded_at: None,
+                state: RolloutState::default(),
+            }),
+            checkpoints: Vec::new(),
+            ahead: None,
+        }
+    }
+
+    /// The newest known state and its version.
+    fn newest(&self) -> (RolloutState, u64) {
+        match &self.ahead {
+            Some(a) if a.1 > self.current.version => (a.0.clone(), a.1),
+            _ => (self.current.state.clone(), self.current.version),
+        }
+    }
 }
 
 /// Which prefix of a stream a time-travel read wants.
@@ -58,6 +90,8 @@ impl AsOf {
 pub struct StateCache {
     rollouts: Mutex<LruCache<RolloutId, RolloutEntry>>,
     policies: Mutex<LruCache<Team, (PolicyState, u64)>>,
+    /// Stream reads made to fold entries (each `read_stream` call), for tests and metrics.
+    reads: AtomicU64,
 }
 
 impl StateCache {
@@ -66,7 +100,23 @@ impl StateCache {
         StateCache {
             rollouts: Mutex::new(LruCache::new(cap)),
             policies: Mutex::new(LruCache::new(cap)),
+            reads: AtomicU64::new(0),
         }
+    }
+
+    /// How many stream reads the cache has made to fold its entries.
+    pub fn store_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    async fn read_stream(
+        &self,
+        store: &dyn EventStore,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Vec<rollgate_store::RecordedEvent>, Problem> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(store.read_stream(stream, from_version, PAGE).await?)
     }
 
     fn entry(&self, id: &RolloutId) -> Option<RolloutEntry> {
@@ -79,8 +129,45 @@ impl StateCache {
         store: &dyn EventStore,
         id: &RolloutId,
     ) -> Result<(RolloutState, u64), Problem> {
-        let entry = self.refresh(store, id).await?;
-        Ok((entry.current.state.clone(), entry.current.version))
+        Ok(self.refresh(store, id).await?.newest())
+    }
+
+    /// The rollout as this instance last knew it, without reading the store: possibly
+    /// behind the stream (another instance wrote), never ahead of it. `None` when the
+    /// rollout is not cached or not created.
+    pub fn cached_rollout(&self, id: &RolloutId) -> Option<(RolloutState, u64)> {
+        let (state, version) = self.entry(id)?.newest();
+        state.is_created().then_some((state, version))
+    }
+
+    /// The team of a rollout: from the cache when the rollout is known (a rollout's team never
+    /// changes), else read. `None` when there is no such rollout.
+    pub async fn rollout_team(
+        &self,
+        store: &dyn EventStore,
+        id: &RolloutId,
+    ) -> Result<Option<Team>, Problem> {
+        if let Some((state, _)) = self.cached_rollout(id) {
+            return Ok(state.rollout().map(|r| r.team.clone()));
+        }
+        let (state, _) = self.rollout(store, id).await?;
+        Ok(state.rollout().map(|r| r.team.clone()))
+    }
+
+    /// Records the rollout's state after this instance appended the events that lead to it
+    /// (`version` is the stream's version after the append).
+    pub fn advance_rollout(&self, id: &RolloutId, state: RolloutState, version: u64) {
+        let Ok(mut cache) = self.rollouts.lock() else {
+            return;
+        };
+        if cache.peek(id).is_none() {
+            cache.put(*id, RolloutEntry::empty());
+        }
+        if let Some(entry) = cache.get_mut(id) {
+            if version > entry.newest().1 {
+                entry.ahead = Some(Arc::new((state, version)));
+            }
+        }
     }
 
     /// The rollout now, and as it was after the last event `as_of` keeps (replayed from the
@@ -109,7 +196,7 @@ impl StateCache {
         };
         let stream = rollout_stream(id);
         'pages: loop {
-            let page = store.read_stream(&stream, version + 1, PAGE).await?;
+            let page = self.read_stream(store, &stream, version + 1).await?;
             for e in &page {
                 if !as_of.keeps(e.position, Some(e.recorded_at)) {
                     break 'pages;
@@ -131,20 +218,12 @@ impl StateCache {
         store: &dyn EventStore,
         id: &RolloutId,
     ) -> Result<RolloutEntry, Problem> {
-        let mut entry = self.entry(id).unwrap_or_else(|| RolloutEntry {
-            current: Arc::new(Checkpoint {
-                version: 0,
-                position: 0,
-                recorded_at: None,
-                state: RolloutState::default(),
-            }),
-            checkpoints: Vec::new(),
-        });
+        let mut entry = self.entry(id).unwrap_or_else(RolloutEntry::empty);
         let stream = rollout_stream(id);
         let mut changed = false;
         loop {
-            let page = store
-                .read_stream(&stream, entry.current.version + 1, PAGE)
+            let page = self
+                .read_stream(store, &stream, entry.current.version + 1)
                 .await?;
             if page.is_empty() {
                 break;
@@ -167,11 +246,26 @@ impl StateCache {
         }
         if changed {
             if let Ok(mut cache) = self.rollouts.lock() {
-                let newer = cache
-                    .peek(id)
-                    .is_none_or(|held| held.current.version < entry.current.version);
-                if newer {
-                    cache.put(*id, entry.clone());
+                match cache.get_mut(id) {
+                    Some(held) => {
+                        if held.current.version < entry.current.version {
+                            held.current = entry.current.clone();
+                            held.checkpoints = entry.checkpoints.clone();
+                        }
+                        // Keep the newest state this instance appended, if still ahead.
+                        if held
+                            .ahead
+                            .as_ref()
+                            .is_some_and(|a| a.1 <= held.current.version)
+                        {
+                            held.ahead = None;
+                        }
+                        entry.ahead = held.ahead.clone();
+                    }
+                    None => {
+                        entry.ahead = None;
+                        cache.put(*id, entry.clone());
+                    }
                 }
             }
         }
@@ -184,16 +278,13 @@ impl StateCache {
         store: &dyn EventStore,
         team: &Team,
     ) -> Result<(PolicyState, u64), Problem> {
-        let (mut state, mut version) = self
-            .policies
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(team).cloned())
-            .unwrap_or_default();
+        let cached = self.cached_policy(team);
+        let known = cached.is_some();
+        let (mut state, mut version) = cached.unwrap_or_default();
         let stream = policy_stream(team);
         let before = version;
         loop {
-            let page = store.read_stream(&stream, version + 1, PAGE).await?;
+            let page = self.read_stream(store, &stream, version + 1).await?;
             for e in &page {
                 state = evolve_policy(state, &decode_policy(e)?);
                 version = e.version;
@@ -202,14 +293,27 @@ impl StateCache {
                 break;
             }
         }
-        if version > before {
-            if let Ok(mut cache) = self.policies.lock() {
-                let newer = cache.peek(team).is_none_or(|(_, v)| *v < version);
-                if newer {
-                    cache.put(team.clone(), (state.clone(), version));
-                }
-            }
+        // Cached even at version 0 (no policy published yet): commands then read nothing.
+        if version > before || !known {
+            self.advance_policy(team, state.clone(), version);
         }
         Ok((state, version))
+    }
+
+    /// The team's policy as this instance last knew it, without reading the store (possibly
+    /// behind the stream). `None` when it is not cached.
+    pub fn cached_policy(&self, team: &Team) -> Option<(PolicyState, u64)> {
+        self.policies.lock().ok()?.get(team).cloned()
+    }
+
+    /// Records the team's policy state at stream version `version` (folded from the store,
+    /// or after this instance appended the events that lead to it).
+    pub fn advance_policy(&self, team: &Team, state: PolicyState, version: u64) {
+        if let Ok(mut cache) = self.policies.lock() {
+            let newer = cache.peek(team).is_none_or(|(_, v)| *v <= version);
+            if newer {
+                cache.put(team.clone(), (state, version));
+            }
+        }
     }
 }

@@ -1,13 +1,18 @@
-//! Running a command: fold the stream (from the state cache), decide under the policy in
-//! force, append the events with the metadata rule R12 asks for, retry on a concurrent write
-//! while the command is still valid. Side effects happen only after the events are stored.
-//! This is the only place that appends to the log.
+//! Running a command: decide on the cached rollout under the cached policy (no read in the
+//! steady state), append the events with the metadata rule R12 asks for, at the cached
+//! rollout version and on the condition that the team's policy stream is still at the cached
+//! policy version (checked in the append's transaction, so a decision is never committed
+//! under a policy no longer in force, whatever the cache holds). A conflict on either stream
+//! (another instance wrote) reads that stream's tail and decides again while the command is
+//! still valid; a refusal decided on cached state is confirmed on fresh state before it is
+//! answered. Side effects happen only after the events are stored. This is the only place
+//! that appends to the log.
 
 use rollgate_domain::{
-    decide, decide_policy, Actor, Context, PolicyCommand, PolicyContext, PolicyEvent,
-    PolicySnapshot, RolloutCommand, RolloutId, Team,
+    decide, decide_policy, evolve, evolve_policy, Actor, Context, PolicyCommand, PolicyContext,
+    PolicyEvent, PolicySnapshot, PolicyState, RolloutCommand, RolloutId, RolloutState, Team,
 };
-use rollgate_store::{EventData, ExpectedVersion, StoreError};
+use rollgate_store::{EventData, ExpectedVersion, StoreError, StreamCondition};
 use serde_json::{json, Value};
 
 use crate::command::ids::Ids;
@@ -123,8 +128,7 @@ impl Issuer<'_> {
         }))
     }
 
-    /// Appends decided events; `None` when the command must be decided again (a lost race,
-    /// or a run of the same command under the same key that was not committed after all).
+    /// Appends decided events (on `condition`, if any).
     pub(super) async fn append(
         &self,
         stream: &str,
@@ -133,19 +137,49 @@ impl Issuer<'_> {
         metadata: &Value,
         if_match: Option<u64>,
     ) -> Result<Option<Written>, Problem> {
+        match self
+            .append_on(stream, expected, events, metadata, if_match, None)
+            .await?
+        {
+            Appended::Written(w) => Ok(Some(w)),
+            Appended::StreamMoved | Appended::ConditionFailed => Ok(None),
+        }
+    }
+
+    /// Appends decided events on an optional read-condition; tells which stream moved when
+    /// the command must be decided again (a lost race, or a run of the same command under
+    /// the same key that was not committed after all).
+    async fn append_on(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl Iterator<Item = (&'static str, u32, Value)>,
+        metadata: &Value,
+        if_match: Option<u64>,
+        condition: Option<StreamCondition>,
+    ) -> Result<Appended, Problem> {
         let (data, types) = self.event_data(events, metadata);
-        match self.state.store.append(stream, expected, data).await {
-            Ok(o) => return Ok(Some(Written::new(o, types))),
+        match self
+            .state
+            .store
+            .append_with(stream, expected, data, condition)
+            .await
+        {
+            Ok(o) => return Ok(Appended::Written(Written::new(o, types))),
             Err(StoreError::WrongExpectedVersion { current, .. }) => {
                 if let Some(expected) = if_match {
                     return Err(precondition_failed(expected, current));
                 }
             }
+            Err(StoreError::ConditionFailed { .. }) => return Ok(Appended::ConditionFailed),
             // Another run of this command (same key) may have committed first.
             Err(StoreError::IdempotencyMismatch { .. }) if self.ids.is_derived() => {}
             Err(e) => return Err(e.into()),
         }
-        self.committed(stream).await
+        Ok(match self.committed(stream).await? {
+            Some(w) => Appended::Written(w),
+            None => Appended::StreamMoved,
+        })
     }
 
     /// Decides and appends one rollout command. `if_match` pins the stream version the
@@ -174,10 +208,38 @@ impl Issuer<'_> {
         }
         let creating = matches!(command, RolloutCommand::Create { .. });
         let state = self.state;
+        // Whether the next attempt reads the rollout's (the policy's) tail first: only when
+        // the cache has nothing, after a conflict, or to confirm a refusal.
+        let (mut read_rollout, mut read_policy) = (false, false);
+        // Whether this command has read the rollout's (the policy's) tail: the cache then
+        // holds what the store held at that read, or newer.
+        let (mut rollout_fresh, mut policy_fresh) = (false, false);
         for _ in 0..MAX_ATTEMPTS {
-            let (current, version) = state.cache.rollout(&*state.store, id).await?;
+            let cached = if read_rollout {
+                None
+            } else if creating {
+                // A new id: nothing to read (an existing stream fails the append).
+                Some(
+                    state
+                        .cache
+                        .cached_rollout(id)
+                        .unwrap_or((RolloutState::default(), 0)),
+                )
+            } else {
+                state.cache.cached_rollout(id)
+            };
+            rollout_fresh |= cached.is_none();
+            let (current, version) = match cached {
+                Some(c) => c,
+                None => state.cache.rollout(&*state.store, id).await?,
+            };
+            read_rollout = false;
             if let Some(expected) = if_match {
                 if current.is_created() && expected != version {
+                    if !rollout_fresh {
+                        read_rollout = true;
+                        continue;
+                    }
                     return Err(precondition_failed(expected, version));
                 }
             }
@@ -186,12 +248,25 @@ impl Issuer<'_> {
                 (RolloutCommand::Create { team, .. }, None) => team.clone(),
                 (_, None) => return Err(Problem::rollout_not_found()),
             };
+            let (policy, policy_version, read) =
+                policy_for_command(state, &team, read_policy).await?;
+            policy_fresh |= read;
+            read_policy = false;
             let ctx = Context {
                 actor: self.actor.clone(),
                 now: state.clock.now(),
-                policy: policy_snapshot(state, &team).await?,
+                policy: policy.snapshot(),
             };
-            let events = decide(&current, command.clone(), &ctx)?;
+            let events = match decide(&current, command.clone(), &ctx) {
+                Ok(events) => events,
+                // Refused on what this instance had cached: confirm on the stored state.
+                Err(_) if !(rollout_fresh && policy_fresh) => {
+                    read_rollout = !rollout_fresh;
+                    read_policy = !policy_fresh;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let mut md = self.metadata(&team, ctx.policy.version);
             if let (Some(extra), Some(md)) = (extra_metadata.as_object(), md.as_object_mut()) {
                 for (k, v) in extra {
@@ -206,11 +281,21 @@ impl Issuer<'_> {
             } else {
                 ExpectedVersion::Exact(version)
             };
-            if let Some(w) = self
-                .append(&stream, expected, stored, &md, if_match)
+            // The policy decided under must still be the one in force at commit.
+            let condition = StreamCondition::at(policy_stream(&team), policy_version);
+            match self
+                .append_on(&stream, expected, stored, &md, if_match, Some(condition))
                 .await?
             {
-                return Ok(w);
+                Appended::Written(w) => {
+                    if w.stream_version == version + events.len() as u64 {
+                        let after = events.iter().fold(current, evolve);
+                        state.cache.advance_rollout(id, after, w.stream_version);
+                    }
+                    return Ok(w);
+                }
+                Appended::StreamMoved => read_rollout = true,
+                Appended::ConditionFailed => read_policy = true,
             }
         }
         Err(Problem::new(
@@ -219,21 +304,30 @@ impl Issuer<'_> {
         ))
     }
 
-    /// Decides and appends one policy command for `team`.
+    /// Decides and appends one policy command for `team`, on the cached policy (its tail
+    /// read only when not cached, after a conflict, or to confirm a refusal).
     pub async fn policy(&self, team: &Team, command: PolicyCommand) -> Result<Written, Problem> {
         let stream = policy_stream(team);
         if let Some(done) = self.committed(&stream).await? {
             return Ok(done);
         }
         let state = self.state;
+        let mut read = false;
         for _ in 0..MAX_ATTEMPTS {
-            let (current, version) = state.cache.policy(&*state.store, team).await?;
+            let (current, version, fresh) = policy_for_command(state, team, read).await?;
             let ctx = PolicyContext {
                 actor: self.actor.clone(),
                 now: state.clock.now(),
                 team: team.clone(),
             };
-            let events = decide_policy(&current, command.clone(), &ctx)?;
+            let events = match decide_policy(&current, command.clone(), &ctx) {
+                Ok(events) => events,
+                Err(_) if !fresh => {
+                    read = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let policy_version = events
                 .iter()
                 .find_map(|e| match e {
@@ -246,8 +340,18 @@ impl Issuer<'_> {
                 .iter()
                 .map(|e| (e.event_type(), e.schema_version(), e.payload()));
             let expected = ExpectedVersion::Exact(version);
-            if let Some(w) = self.append(&stream, expected, stored, &md, None).await? {
-                return Ok(w);
+            match self
+                .append_on(&stream, expected, stored, &md, None, None)
+                .await?
+            {
+                Appended::Written(w) => {
+                    if w.stream_version == version + events.len() as u64 {
+                        let after = events.iter().fold(current, evolve_policy);
+                        state.cache.advance_policy(team, after, w.stream_version);
+                    }
+                    return Ok(w);
+                }
+                Appended::StreamMoved | Appended::ConditionFailed => read = true,
             }
         }
         Err(Problem::new(
@@ -255,6 +359,31 @@ impl Issuer<'_> {
             "the policy kept changing while this command was decided; retry",
         ))
     }
+}
+
+/// What an append came to.
+enum Appended {
+    Written(Written),
+    /// The appended stream moved (or a same-key run was not committed): decide again.
+    StreamMoved,
+    /// The read-condition's stream (the policy) moved: decide again under the new one.
+    ConditionFailed,
+}
+
+/// The team's policy and its stream version for a command: the cached one unless `read`
+/// (or nothing is cached), and whether it was read from the store just now.
+async fn policy_for_command(
+    state: &AppState,
+    team: &Team,
+    read: bool,
+) -> Result<(PolicyState, u64, bool), Problem> {
+    if !read {
+        if let Some((policy, version)) = state.cache.cached_policy(team) {
+            return Ok((policy, version, false));
+        }
+    }
+    let (policy, version) = state.cache.policy(&*state.store, team).await?;
+    Ok((policy, version, true))
 }
 
 /// The policy in force for `team` (defaults until one is published).
