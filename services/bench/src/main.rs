@@ -83,6 +83,20 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Latencies {
     }
 }
 
+/// A PostgreSQL client program (`psql`, `pgbench`): from `PATH`, else from the folder of
+/// PostgreSQL's binaries the tests use (`ROLLGATE_PG_BINDIR`, else the newest
+/// /usr/lib/postgresql/<v>/bin).
+fn pg_client(program: &str) -> Command {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if on_path {
+        Command::new(program)
+    } else {
+        Command::new(rollgate_testkit::tools::pg_bindir().join(program))
+    }
+}
+
 /// libpq knows nothing of sqlx's URL options.
 fn libpq_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
@@ -103,7 +117,7 @@ struct Baseline {
 async fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Result<Baseline> {
     let probe = PgProbe::connect(url).await?;
     let url = libpq_url(url);
-    let setup = Command::new("psql")
+    let setup = pg_client("psql")
         .args([url, "-q", "-c", "CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, v double precision, at timestamptz DEFAULT now())"])
         .status()
         .context("psql is needed for the baseline")?;
@@ -116,7 +130,7 @@ async fn pgbench_baseline(url: &str, clients: usize, seconds: u64) -> anyhow::Re
         "INSERT INTO bench_baseline (v) VALUES (random());\n",
     )?;
     let wal_before = probe.wal_lsn().await?;
-    let mut child = Command::new("pgbench")
+    let mut child = pg_client("pgbench")
         .args([
             "-n",
             "-c",
