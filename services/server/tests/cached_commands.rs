@@ -174,6 +174,7 @@ async fn steady_state_commands_read_nothing_before_appending(kind: BackendKind) 
     let before = a.reads();
     let id = ready_rollout(&a, &t).await;
     let cold = a.reads() - before;
+    println!("store reads to create and sign off a rollout: {cold}");
     assert!(cold <= 1, "{cold} reads to create and sign off a rollout");
 
     // Steady state: notes, a start, more notes; no stream read at all.
