@@ -110,6 +110,7 @@ impl Application {
                 per_subject: args.max_event_streams_per_subject,
             },
         );
+        let cache = StateCache::with_registry(10_000, metrics.registry());
         let state = web::Data::new(AppState {
             live,
             store,
@@ -119,7 +120,7 @@ impl Application {
             read_wait: Duration::from_millis(args.read_wait_ms),
             metrics,
             projector,
-            cache: StateCache::new(10_000),
+            cache,
             prometheus,
             evaluator: Default::default(),
             delivery: tokio::sync::Mutex::new(Some(delivery)),

@@ -202,6 +202,15 @@ async fn steady_state_commands_read_nothing_before_appending(kind: BackendKind) 
     let steady = a.reads() - before;
     println!("store reads for {COMMANDS} steady-state commands: {steady}");
     assert_eq!(steady, 0, "steady-state commands read the store");
+    // The same count is on /metrics.
+    let exposed = a
+        .state
+        .metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("rollgate_state_cache_stream_reads_total "))
+        .map(|v| v.trim().parse::<u64>().unwrap());
+    assert_eq!(exposed, Some(a.reads()));
 
     // The cached state is the stored one: a read folds the same version and status.
     let store = db.store(Default::default()).await;

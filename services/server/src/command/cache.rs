@@ -11,7 +11,6 @@
 //! Reads (`as_of`, gates, views) still read the tail first. Evicted least-recently-used.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -90,8 +89,9 @@ impl AsOf {
 pub struct StateCache {
     rollouts: Mutex<LruCache<RolloutId, RolloutEntry>>,
     policies: Mutex<LruCache<Team, (PolicyState, u64)>>,
-    /// Stream reads made to fold entries (each `read_stream` call), for tests and metrics.
-    reads: AtomicU64,
+    /// Stream reads made to fold entries (each `read_stream` call):
+    /// `rollgate_state_cache_stream_reads_total` once registered.
+    reads: prometheus::IntCounter,
 }
 
 impl StateCache {
@@ -100,13 +100,27 @@ impl StateCache {
         StateCache {
             rollouts: Mutex::new(LruCache::new(cap)),
             policies: Mutex::new(LruCache::new(cap)),
-            reads: AtomicU64::new(0),
+            reads: prometheus::IntCounter::new(
+                "state_cache_stream_reads_total",
+                "Stream reads made to fold cached rollouts and policies (commands make none \
+                 in the steady state; reads such as as_of, gates and views read the tail)",
+            )
+            .expect("metric"),
         }
+    }
+
+    /// [`StateCache::new`], its read counter registered in `registry` (`/metrics`).
+    pub fn with_registry(capacity: usize, registry: &prometheus::Registry) -> Self {
+        let cache = Self::new(capacity);
+        if let Err(e) = registry.register(Box::new(cache.reads.clone())) {
+            tracing::warn!(error = %e, "state cache metric not registered");
+        }
+        cache
     }
 
     /// How many stream reads the cache has made to fold its entries.
     pub fn store_reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
+        self.reads.get()
     }
 
     async fn read_stream(
@@ -115,7 +129,7 @@ impl StateCache {
         stream: &str,
         from_version: u64,
     ) -> Result<Vec<rollgate_store::RecordedEvent>, Problem> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.reads.inc();
         Ok(store.read_stream(stream, from_version, PAGE).await?)
     }
 
