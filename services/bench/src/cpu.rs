@@ -84,7 +84,7 @@ impl PgProbe {
     pub async fn connect(url: &str) -> anyhow::Result<PgProbe> {
         let options = PgConnectOptions::from_str(url)?.application_name("rollgate-bench");
         let pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .connect_with(options)
             .await?;
         let datname: String = sqlx::query_scalar("SELECT current_database()::text")
@@ -118,6 +118,58 @@ impl PgProbe {
             }
         }
         Ok((backends, background))
+    }
+
+    /// What each backend of the database is doing now: `on CPU`, `idle` (waiting for its
+    /// client), `idle in transaction`, or its wait event (`IO:WalSync`, `Lock:advisory`, …).
+    pub async fn backend_states(&self) -> anyhow::Result<Vec<String>> {
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity
+             WHERE datname = $1 AND coalesce(application_name, '') <> 'rollgate-bench'
+               AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .bind(&self.datname)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(state, kind, event)| match (state.as_deref(), kind, event) {
+                    (Some("active"), Some(k), Some(e)) => format!("{k}:{e}"),
+                    (Some("active"), _, _) => "on CPU".to_owned(),
+                    (Some("idle in transaction"), Some(k), Some(e)) if k != "Client" => {
+                        format!("idle in transaction, {k}:{e}")
+                    }
+                    (Some(s), _, _) => s.to_owned(),
+                    (None, _, _) => "unknown".to_owned(),
+                },
+            )
+            .collect())
+    }
+
+    /// Samples [`PgProbe::backend_states`] every 20 ms until `stop`; answers the share of
+    /// each state over all backend samples, largest first.
+    pub async fn sample_states(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<(String, f64)> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut total = 0usize;
+        while !*stop.borrow() {
+            if let Ok(states) = self.backend_states().await {
+                for s in states {
+                    total += 1;
+                    *counts.entry(s).or_default() += 1;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut shares: Vec<(String, f64)> = counts
+            .into_iter()
+            .map(|(s, n)| (s, n as f64 / total.max(1) as f64))
+            .collect();
+        shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+        shares
     }
 
     pub async fn wal_lsn(&self) -> anyhow::Result<u64> {

@@ -391,6 +391,8 @@ struct Phase {
     /// The server is the benchmark process itself (store appends).
     in_process: bool,
     stalls: Option<sqlite_wal::Stalls>,
+    /// Shares of the PostgreSQL backends' states, sampled every 20 ms.
+    pg_states: Vec<(String, f64)>,
 }
 
 impl Phase {
@@ -404,6 +406,25 @@ impl Phase {
 
     fn pg_total_us(&self) -> Option<f64> {
         Some(self.per_command_us(self.usage.pg_backends_s? + self.usage.pg_background_s?))
+    }
+
+    fn states_line(&self) -> Option<String> {
+        if self.pg_states.is_empty() {
+            return None;
+        }
+        let top: Vec<String> = self
+            .pg_states
+            .iter()
+            .take(6)
+            .map(|(s, share)| format!("{s} {:.0} %", share * 100.0))
+            .collect();
+        Some(format!(
+            "- {}, {:?}, {} clients: {}",
+            self.what,
+            self.kind,
+            self.clients,
+            top.join(", ")
+        ))
     }
 
     fn detail_row(&self) -> String {
@@ -487,10 +508,20 @@ where
         None => None,
     };
     let before = cpu::snapshot(meter.pid, meter.probe).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sampler = meter
+        .probe
+        .cloned()
+        .map(|probe| tokio::spawn(async move { probe.sample_states(stopped).await }));
     let started = Instant::now();
     let timed = load(started + Duration::from_secs(seconds)).await?;
     let elapsed = started.elapsed();
     let after = cpu::snapshot(meter.pid, meter.probe).await?;
+    let _ = stop.send(true);
+    let pg_states = match sampler {
+        Some(s) => s.await?,
+        None => Vec::new(),
+    };
     let checkpoints = watch.map(|w| w.finish());
     let events = meter.store.head().await?.position - head;
     let stalls = checkpoints.map(|c| sqlite_wal::explain(&c, &timed, Duration::from_millis(50)));
@@ -505,6 +536,7 @@ where
         usage: cpu::usage(&before, &after, meter.probe.is_some()),
         in_process: meter.pid == std::process::id(),
         stalls,
+        pg_states,
     })
 }
 
@@ -764,6 +796,7 @@ async fn main() -> anyhow::Result<()> {
     let mut details: Vec<String> = Vec::new();
     let mut by_kind: Vec<String> = Vec::new();
     let mut stalls: Vec<String> = Vec::new();
+    let mut states: Vec<String> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for kind in kinds {
         let pg = kind == BackendKind::Postgres;
@@ -799,6 +832,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(&phase.lat),
             );
             details.push(phase.detail_row());
+            states.extend(phase.states_line());
         }
         {
             let db = TestDb::new(kind).await;
@@ -829,17 +863,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
                 eprintln!("measured: {}", phase.detail_row());
                 if let Some(st) = &phase.stalls {
-                    stalls.push(format!(
-                        "- {kind:?}, notes, {c} clients: {} checkpoints during the window \
-                         ({} WAL frames copied back), longest {:.1} ms, {:.1} ms in all; \
-                         {} requests took over 50 ms, {} of them while a checkpoint ran",
-                        st.checkpoints,
-                        st.frames,
-                        st.longest_ms,
-                        st.total_ms,
-                        st.slow,
-                        st.slow_during_checkpoint
-                    ));
+                    stalls.push(format!("- {kind:?}, notes, {c} clients: {st}"));
                 }
                 if c == clients {
                     let rate = phase.events_per_second();
@@ -898,6 +922,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 details.push(phase.detail_row());
+                states.extend(phase.states_line());
             }
 
             let people = mix::People {
@@ -961,19 +986,10 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             if let Some(st) = &phase.stalls {
-                stalls.push(format!(
-                    "- {kind:?}, command mix, {clients} clients: {} checkpoints ({} frames), \
-                     longest {:.1} ms, {:.1} ms in all; {} requests over 50 ms, {} of them \
-                     while a checkpoint ran",
-                    st.checkpoints,
-                    st.frames,
-                    st.longest_ms,
-                    st.total_ms,
-                    st.slow,
-                    st.slow_during_checkpoint
-                ));
+                stalls.push(format!("- {kind:?}, command mix, {clients} clients: {st}"));
             }
             details.push(phase.detail_row());
+            states.extend(phase.states_line());
             let timed = kinds_seen.into_inner().expect("mix");
             for (k, lat) in mix::by_kind(&timed) {
                 let n = lat.len();
@@ -1131,6 +1147,15 @@ async fn main() -> anyhow::Result<()> {
         println!("| command | backend | requests | requests/s | p50 ms | p99 ms |");
         println!("|---|---|---|---|---|---|");
         for l in &by_kind {
+            println!("{l}");
+        }
+    }
+    if !states.is_empty() {
+        println!(
+            "\n### What the PostgreSQL backends were doing (sampled every 20 ms, share of \
+             backend samples)\n"
+        );
+        for l in &states {
             println!("{l}");
         }
     }

@@ -26,6 +26,7 @@ pub struct Checkpoint {
 }
 
 pub struct WalWatch {
+    wal: PathBuf,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Vec<Checkpoint>>,
 }
@@ -46,6 +47,8 @@ impl WalWatch {
     pub fn start(db: &Path) -> anyhow::Result<WalWatch> {
         let mut shm = PathBuf::from(db).into_os_string();
         shm.push("-shm");
+        let mut wal = PathBuf::from(db).into_os_string();
+        wal.push("-wal");
         let mut file = std::fs::File::open(&shm)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -79,18 +82,27 @@ impl WalWatch {
             }
             seen
         });
-        Ok(WalWatch { stop, thread })
+        Ok(WalWatch {
+            wal: wal.into(),
+            stop,
+            thread,
+        })
     }
 
-    pub fn finish(self) -> Vec<Checkpoint> {
+    /// The checkpoints seen, and the size of the WAL file at the end (bytes).
+    pub fn finish(self) -> (Vec<Checkpoint>, u64) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        let size = std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0);
+        (self.thread.join().unwrap_or_default(), size)
     }
 }
 
 /// What the checkpoints of a window explain of its slow requests.
 pub struct Stalls {
     pub checkpoints: usize,
+    /// Size of the WAL file at the end of the window (it grows while checkpoints cannot
+    /// finish, e.g. with readers in the way).
+    pub wal_file_bytes: u64,
     pub frames: u64,
     pub longest_ms: f64,
     pub total_ms: f64,
@@ -101,7 +113,7 @@ pub struct Stalls {
 
 /// `requests`: (start, latency) of each request of the window.
 pub fn explain(
-    checkpoints: &[Checkpoint],
+    (checkpoints, wal_file_bytes): &(Vec<Checkpoint>, u64),
     requests: &[(Instant, Duration)],
     threshold: Duration,
 ) -> Stalls {
@@ -119,10 +131,29 @@ pub fn explain(
     let ms = |c: &Checkpoint| (c.ended - c.started).as_secs_f64() * 1000.0;
     Stalls {
         checkpoints: checkpoints.len(),
+        wal_file_bytes: *wal_file_bytes,
         frames: checkpoints.iter().map(|c| c.frames as u64).sum(),
         longest_ms: checkpoints.iter().map(ms).fold(0.0, f64::max),
-        total_ms: checkpoints.iter().map(ms).sum(),
+        total_ms: checkpoints.iter().map(ms).fold(0.0, |a, b| a + b),
         slow: slow.len(),
         slow_during_checkpoint: overlapping,
+    }
+}
+
+impl std::fmt::Display for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} checkpoints during the window ({} WAL frames copied back), longest {:.1} ms, \
+             {:.1} ms in all; WAL file {:.1} MiB at the end; {} requests took over 50 ms, {} of \
+             them while a checkpoint ran",
+            self.checkpoints,
+            self.frames,
+            self.longest_ms,
+            self.total_ms,
+            self.wal_file_bytes as f64 / 1_048_576.0,
+            self.slow,
+            self.slow_during_checkpoint
+        )
     }
 }
