@@ -664,45 +664,53 @@ async fn no_append_commits_under_a_superseded_condition(kind: BackendKind) {
             );
         }
     }
-    let barrier = Arc::new(tokio::sync::Barrier::new(33));
+    // 32 writers append, each decided under policy version 1, until one is refused; the
+    // policy moves to version 2 once some have committed.
+    const MAX_PER_WRITER: usize = 200;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..32 {
         let s = stores[i % stores.len()].clone();
-        let barrier = barrier.clone();
+        let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            // Each writer decided under policy version 1.
-            let r = s
-                .append_with(
-                    &format!("rollout-{i}"),
-                    ExpectedVersion::NoStream,
-                    events(1),
-                    Some(StreamCondition::at("policy-web", 1)),
-                )
-                .await;
-            match r {
-                Ok(o) => Some(o.last_position),
-                Err(StoreError::ConditionFailed { current: 2, .. }) => None,
-                Err(e) => panic!("unexpected error {e}"),
+            let mut positions = Vec::new();
+            for _ in 0..MAX_PER_WRITER {
+                let r = s
+                    .append_with(
+                        &format!("rollout-{i}"),
+                        ExpectedVersion::Any,
+                        events(1),
+                        Some(StreamCondition::at("policy-web", 1)),
+                    )
+                    .await;
+                match r {
+                    Ok(o) => {
+                        positions.push(o.last_position);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(StoreError::ConditionFailed { current: 2, .. }) => {
+                        return (positions, true)
+                    }
+                    Err(e) => panic!("unexpected error {e}"),
+                }
             }
+            (positions, false)
         }));
     }
-    let policy = {
+    let changed_at = {
         let s = stores[stores.len() - 1].clone();
-        let barrier = barrier.clone();
-        tokio::spawn(async move {
-            barrier.wait().await;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            s.append("policy-web", ExpectedVersion::Exact(1), events(1))
-                .await
-                .unwrap()
-                .last_position
-        })
+        while done.load(Ordering::SeqCst) < 32 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        s.append("policy-web", ExpectedVersion::Exact(1), events(1))
+            .await
+            .unwrap()
+            .last_position
     };
-    let changed_at = policy.await.unwrap();
-    let mut committed = 0;
+    let (mut committed, mut refused) = (0, 0);
     for t in tasks {
-        if let Some(position) = t.await.unwrap() {
+        let (positions, was_refused) = t.await.unwrap();
+        for position in positions {
             committed += 1;
             assert!(
                 position < changed_at,
@@ -710,7 +718,16 @@ async fn no_append_commits_under_a_superseded_condition(kind: BackendKind) {
                  policy changed at {changed_at}"
             );
         }
+        refused += usize::from(was_refused);
     }
+    println!(
+        "{committed} conditioned appends committed before the condition stream moved at \
+         {changed_at}; {refused} writers refused after it"
+    );
+    assert!(
+        refused > 0,
+        "no writer was still appending when the policy moved"
+    );
     assert_eq!(count_events(&*store).await, 2 + committed);
 }
 
