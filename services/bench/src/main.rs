@@ -455,8 +455,16 @@ impl Phase {
             ),
             None => "–".into(),
         };
+        // Whole machine minus everything named: other processes (builds, tests, other
+        // databases' work) sharing the machine during the window.
+        let u = &self.usage;
+        let named = if self.in_process { 0.0 } else { u.server_s }
+            + u.pg_backends_s.unwrap_or(0.0)
+            + u.pg_background_s.unwrap_or(0.0)
+            + u.bench_s;
+        let other = us(Some((u.machine_s - named).max(0.0)));
         format!(
-            "| {} | {:?} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:?} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
             self.what,
             self.kind,
             self.clients,
@@ -469,6 +477,7 @@ impl Phase {
             us(self.usage.pg_background_s),
             us(Some(self.usage.bench_s)),
             us(Some(self.usage.machine_s)),
+            other,
             wal,
         )
     }
@@ -476,8 +485,8 @@ impl Phase {
 
 const DETAIL_HEADER: &str = "| phase | backend | clients | requests/s | events/s | p50 ms | p99 ms \
 | server µs/cmd | PostgreSQL backends µs/cmd | PostgreSQL WAL writer + checkpointer + bgwriter µs/cmd \
-| load generator µs/cmd | whole machine µs/cmd | WAL bytes/event |\n\
-|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+| load generator µs/cmd | whole machine µs/cmd | of which other work µs/cmd | WAL bytes/event |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// What a window needs to be measured: the server's pid, the database's probe (PostgreSQL),
 /// the SQLite file (to watch its checkpoints), and a store to read the head from.

@@ -109,6 +109,46 @@ pub struct Stalls {
     /// Requests slower than `threshold`, and how many of them overlapped a checkpoint.
     pub slow: usize,
     pub slow_during_checkpoint: usize,
+    /// How many of the slow requests would overlap a checkpoint by chance: for each, the
+    /// share of the window's start times at which an interval of its length meets one.
+    pub slow_by_chance: f64,
+}
+
+/// The share of start times in `[from, to - len]` at which an interval of length `len`
+/// meets one of `checkpoints` (each widened by a poll on both sides).
+fn chance_of_overlap(checkpoints: &[Checkpoint], from: Instant, to: Instant, len: Duration) -> f64 {
+    let Some(last_start) = to.checked_sub(len).filter(|t| *t > from) else {
+        return 1.0;
+    };
+    let span = (last_start - from).as_secs_f64();
+    // Start times that meet checkpoint c: [c.started - len - POLL, c.ended + POLL].
+    let mut hits: Vec<(f64, f64)> = checkpoints
+        .iter()
+        .map(|c| {
+            let lo =
+                (c.started.checked_sub(len + POLL).unwrap_or(from).max(from) - from).as_secs_f64();
+            let hi = ((c.ended + POLL).min(last_start).max(from) - from).as_secs_f64();
+            (lo, hi)
+        })
+        .filter(|(lo, hi)| hi > lo)
+        .collect();
+    hits.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut covered = 0.0;
+    let mut current: Option<(f64, f64)> = None;
+    for (lo, hi) in hits {
+        match current {
+            Some((a, b)) if lo <= b => current = Some((a, b.max(hi))),
+            Some((a, b)) => {
+                covered += b - a;
+                current = Some((lo, hi));
+            }
+            None => current = Some((lo, hi)),
+        }
+    }
+    if let Some((a, b)) = current {
+        covered += b - a;
+    }
+    (covered / span).min(1.0)
 }
 
 /// `requests`: (start, latency) of each request of the window.
@@ -118,6 +158,15 @@ pub fn explain(
     threshold: Duration,
 ) -> Stalls {
     let slow: Vec<_> = requests.iter().filter(|(_, l)| *l > threshold).collect();
+    let from = requests.iter().map(|(s, _)| *s).min();
+    let to = requests.iter().map(|(s, l)| *s + *l).max();
+    let slow_by_chance = match (from, to) {
+        (Some(from), Some(to)) => slow
+            .iter()
+            .map(|(_, l)| chance_of_overlap(checkpoints, from, to, *l))
+            .fold(0.0, |a, b| a + b),
+        _ => 0.0,
+    };
     let overlapping = slow
         .iter()
         .filter(|(start, l)| {
@@ -137,6 +186,7 @@ pub fn explain(
         total_ms: checkpoints.iter().map(ms).fold(0.0, |a, b| a + b),
         slow: slow.len(),
         slow_during_checkpoint: overlapping,
+        slow_by_chance,
     }
 }
 
@@ -146,14 +196,46 @@ impl std::fmt::Display for Stalls {
             f,
             "{} checkpoints during the window ({} WAL frames copied back), longest {:.1} ms, \
              {:.1} ms in all; WAL file {:.1} MiB at the end; {} requests took over 50 ms, {} of \
-             them while a checkpoint ran",
+             them while a checkpoint ran ({:.0} would by chance)",
             self.checkpoints,
             self.frames,
             self.longest_ms,
             self.total_ms,
             self.wal_file_bytes as f64 / 1_048_576.0,
             self.slow,
-            self.slow_during_checkpoint
+            self.slow_during_checkpoint,
+            self.slow_by_chance
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_of_meeting_a_checkpoint() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let window = t0 + ms(1000);
+        // No checkpoint: never.
+        assert_eq!(chance_of_overlap(&[], t0, window, ms(50)), 0.0);
+        // One 10 ms checkpoint in the middle: start times within 50 + 10 + 2 polls of it meet.
+        let one = [Checkpoint {
+            started: t0 + ms(500),
+            ended: t0 + ms(510),
+            frames: 1,
+        }];
+        let p = chance_of_overlap(&one, t0, window, ms(50));
+        assert!((p - 62.0 / 950.0).abs() < 0.002, "{p}");
+        // Checkpoints every 40 ms: a 50 ms request always meets one.
+        let many: Vec<Checkpoint> = (0..25)
+            .map(|i| Checkpoint {
+                started: t0 + ms(i * 40),
+                ended: t0 + ms(i * 40 + 2),
+                frames: 1,
+            })
+            .collect();
+        assert_eq!(chance_of_overlap(&many, t0, window, ms(50)), 1.0);
     }
 }
