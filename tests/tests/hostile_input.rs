@@ -341,6 +341,23 @@ fn rows(id: &str) -> Vec<Row> {
             "if-match",
             "\"1' OR '1'='1\"".to_owned(),
         ),
+        // Labels recorded on events: 1 to 128 visible ASCII characters, as the spec says.
+        (
+            "X-Request-Id of 129 characters",
+            "x-request-id",
+            "r".repeat(129),
+        ),
+        ("empty X-Request-Id", "x-request-id", String::new()),
+        (
+            "X-Correlation-Id with a space",
+            "x-correlation-id",
+            "a b".to_owned(),
+        ),
+        (
+            "X-Causation-Id of 1 kB",
+            "x-causation-id",
+            "c".repeat(1_000),
+        ),
     ] {
         let mut r = post(&format!("POST note: {name}"), note.clone(), ok_note.clone());
         r.headers.push((header, value));

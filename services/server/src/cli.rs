@@ -58,7 +58,7 @@ enum Commands {
         #[command(flatten)]
         database: DatabaseArgs,
         /// One read model (approver_inbox, audit_trail, decision_log, deviation_index,
-        /// rollout_summaries); every one when omitted.
+        /// github_bindings, rollout_summaries); every one when omitted.
         #[arg(long)]
         projection: Option<String>,
     },

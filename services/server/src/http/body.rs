@@ -58,7 +58,23 @@ pub async fn read_limited(req: &HttpRequest, payload: &mut Payload) -> Result<we
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
     // Syntax first: a body that is not one JSON document (truncated, trailing bytes) is
     // malformed (400) whatever its fields would have said.
-    let doc = serde_json::from_slice::<serde_json::Value>(raw)
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let mut doc = match serde_path_to_error::deserialize::<_, Strict>(&mut de) {
+        Ok(Strict(doc)) => doc,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            return Err(match inner.classify() {
+                // A key given twice: which one counts would be a guess.
+                serde_json::error::Category::Data => Problem::invalid_field(
+                    if path == "." { "body".to_owned() } else { path },
+                    strip_position(&inner.to_string()),
+                ),
+                _ => Problem::bad_request(format!("malformed JSON: {inner}")),
+            });
+        }
+    };
+    de.end()
         .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
     // PostgreSQL cannot store U+0000 in text or jsonb: refuse it in every string, on every
     // backend alike, rather than fail at the database.
@@ -72,8 +88,8 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
             "must not contain NUL characters (\\u0000)",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(raw);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    integral_numbers(&mut doc);
+    serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -85,6 +101,86 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
             _ => Problem::bad_request(format!("malformed JSON: {inner}")),
         }
     })
+}
+
+/// A JSON document read into a [`serde_json::Value`], refusing an object that names a key
+/// twice (which `Value` would silently settle by keeping the last).
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(items.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate field `{key}`"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            fields.insert(key, v);
+        }
+        Ok(fields.into())
+    }
+}
+
+/// JSON (and JSON Schema's `integer`) does not tell `88` from `88.0`; serde does. A number
+/// written with a zero fraction that an IEEE double holds exactly (|x| <= 2^53) is read as
+/// the integer it is, so integer fields accept it; fractional values stay refused there.
+fn integral_numbers(v: &mut serde_json::Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() <= EXACT {
+                    *n = serde_json::Number::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 /// The path of the first string (key or value) holding U+0000, if any.
@@ -137,4 +233,56 @@ pub fn optional_json<T: DeserializeOwned>(
         return Ok(None);
     }
     json(req, raw).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        count: u64,
+        ratio: f64,
+        #[serde(default)]
+        items: Vec<i64>,
+    }
+
+    #[test]
+    fn integers_written_with_a_zero_fraction_are_integers() {
+        let body: Body = parse(br#"{"count": 88.0, "ratio": 2.0, "items": [-3.0, 4]}"#).unwrap();
+        assert_eq!(
+            body,
+            Body {
+                count: 88,
+                ratio: 2.0,
+                items: vec![-3, 4]
+            }
+        );
+    }
+
+    #[test]
+    fn fractions_and_out_of_range_values_stay_refused_with_their_field() {
+        for (raw, field) in [
+            (r#"{"count": 88.5, "ratio": 1}"#, "count"),
+            (r#"{"count": -1.0, "ratio": 1}"#, "count"),
+            (r#"{"count": 1e300, "ratio": 1}"#, "count"),
+            (r#"{"count": 1, "ratio": 1, "items": [0.5]}"#, "items[0]"),
+            (r#"{"count": 1, "ratio": 1, "extra": 1}"#, "body"),
+            (r#"{"count": 1, "count": 2, "ratio": 1}"#, "body"),
+            (
+                r#"{"count": 1, "ratio": 1, "items": [{"a": 1, "a": 2}]}"#,
+                "items[0]",
+            ),
+        ] {
+            let problem = parse::<Body>(raw.as_bytes()).unwrap_err();
+            assert_eq!(problem.status, 422, "{raw}");
+            assert!(
+                problem.errors[0].field == field || problem.detail.contains("extra"),
+                "{raw}: {:?}",
+                problem.errors
+            );
+        }
+    }
 }

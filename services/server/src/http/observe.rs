@@ -12,6 +12,15 @@ use uuid::Uuid;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Headers a client may send to label a request, recorded on the events it writes. Each,
+/// when present, must be 1 to 128 visible ASCII characters (the OpenAPI document's
+/// pattern); anything else is refused with 400 before the request is served.
+const LABEL_HEADERS: [&str; 3] = [REQUEST_ID_HEADER, "x-correlation-id", "x-causation-id"];
+
+fn is_label(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len()) && v.iter().all(|c| c.is_ascii_graphic())
+}
+
 /// The server's own id of the request being served (request extensions); it is the
 /// `request_id` of the events the request writes.
 #[derive(Clone, Debug)]
@@ -29,11 +38,20 @@ pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    for name in LABEL_HEADERS {
+        if let Some(v) = req.headers().get(name) {
+            if !is_label(v.as_bytes()) {
+                return Err(crate::http::problem::Problem::bad_request(format!(
+                    "the {name} header must be 1 to 128 visible ASCII characters"
+                ))
+                .into());
+            }
+        }
+    }
     let incoming = req
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(str::to_owned);
     let id = Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));

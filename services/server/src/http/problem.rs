@@ -412,6 +412,11 @@ impl From<StoreError> for Problem {
                 Problem::new(ProblemType::VersionConflict, e.to_string())
                     .with_current_version(current)
             }
+            // The policy (or another condition stream) moved between decision and commit
+            // more often than the command layer retries: the caller may try again.
+            StoreError::ConditionFailed { .. } => {
+                Problem::new(ProblemType::VersionConflict, e.to_string())
+            }
             StoreError::EventTooLarge { .. } => {
                 Problem::new(ProblemType::EventTooLarge, e.to_string())
             }
