@@ -22,7 +22,6 @@ mod receiver;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,10 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 use receiver::Receiver;
 use rollgate_auth::DevKeys;
 use rollgate_store::{BackendKind, EventStore};
-use rollgate_testkit::tools::{free_port, ChildGuard};
 use rollgate_testkit::TestDb;
 use serde_json::{json, Value};
-use support::{create_rollout, http_client, token, wait_ready, Rng, Server, BIN};
+use support::{create_rollout, http_client, spawn_server_with, token, wait_ready, Rng, Server};
 
 const KILLS: usize = 5;
 const TARGETS: usize = 2;
@@ -52,37 +50,21 @@ const TYPES: [&str; 2] = [
 const STORED_TYPES: [&str; 2] = ["RolloutCreated", "NoteAdded"];
 
 fn spawn(url: &str, key_dir: &Path, secrets_key: &Path, log_file: &Path) -> Server {
-    let port = free_port();
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .expect("server log file");
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ROLLGATE_") || k == "DATABASE_URL" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--database-url", url, "--dev-keys", "--dev-key-dir"])
-        .arg(key_dir)
-        .args(["--read-wait-ms", "2000", "--db-max-connections", "8"])
-        .arg("--secrets-key-file")
-        .arg(secrets_key)
-        .args([
+    let lease = LEASE_SECONDS.to_string();
+    spawn_server_with(
+        url,
+        key_dir,
+        log_file,
+        &[
+            "--secrets-key-file",
+            secrets_key.to_str().expect("a UTF-8 path"),
             "--webhooks-allow-loopback",
             "--webhook-timeout-seconds",
             "5",
-        ])
-        .args(["--delivery-lease-seconds", &LEASE_SECONDS.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out));
-    Server {
-        child: ChildGuard::spawn(&mut cmd),
-        base: format!("http://127.0.0.1:{port}"),
-    }
+            "--delivery-lease-seconds",
+            &lease,
+        ],
+    )
 }
 
 /// Adds a note every NOTE_EVERY_MS to one of `rollouts` through whichever server is up
