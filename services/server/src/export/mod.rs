@@ -182,6 +182,8 @@ struct ExportState {
     after: u64,
     to: u64,
     header_pending: bool,
+    /// The page after `after`, read while the previous page was being encoded.
+    next: Option<Result<Vec<RecordedEvent>, StoreError>>,
 }
 
 /// The export as a stream of chunks (one per page of [`EXPORT_PAGE`] events): constant
@@ -197,6 +199,7 @@ pub fn export_stream(
         after: range.from.saturating_sub(1),
         to: range.to,
         header_pending: format == ExportFormat::Csv,
+        next: None,
     };
     futures::stream::unfold(Some(state), |state| async move {
         let mut s = state?;
@@ -207,8 +210,14 @@ pub fn export_stream(
         if s.after >= s.to {
             return None;
         }
-        let want = EXPORT_PAGE.min((s.to - s.after) as usize);
-        match s.store.read_all(s.after, want).await {
+        let read = match s.next.take() {
+            Some(read) => read,
+            None => {
+                let want = EXPORT_PAGE.min((s.to - s.after) as usize);
+                s.store.read_all(s.after, want).await
+            }
+        };
+        match read {
             Err(e) => Some((Err(e), None)),
             Ok(page) => {
                 let page: Vec<RecordedEvent> = page
@@ -216,9 +225,33 @@ pub fn export_stream(
                     .take_while(|e| e.position <= s.to)
                     .collect();
                 let last = page.last()?.position;
-                let mut out = Vec::with_capacity(page.len() * 512);
-                write_events(s.format, &page, &mut out);
                 s.after = last;
+                // Encoding this page (on a blocking thread) overlaps with reading and
+                // decoding the next one here.
+                let format = s.format;
+                let encoding = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::with_capacity(page.len() * 512);
+                    write_events(format, &page, &mut out);
+                    out
+                });
+                let reading = async {
+                    if s.after < s.to {
+                        let want = EXPORT_PAGE.min((s.to - s.after) as usize);
+                        s.store.read_all(s.after, want).await.map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                };
+                let (encoded, next) = tokio::join!(encoding, reading);
+                let out = match encoded {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let e = StoreError::Database(format!("export encoding task: {e}"));
+                        return Some((Err(e), None));
+                    }
+                };
+                // A failed read of the next page is answered after this chunk, as before.
+                s.next = next.transpose();
                 Some((Ok(out), Some(s)))
             }
         }
