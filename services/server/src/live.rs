@@ -21,8 +21,8 @@ use tokio::sync::broadcast;
 /// behind reads from the database instead.
 const BACKLOG: usize = 1024;
 
-/// Events read from the store at a time.
-const PAGE: usize = 256;
+/// Events read from the store at a time (by the shared tail and by a stream catching up).
+pub const PAGE: usize = 256;
 
 /// How long a stream refused for the limits is told to wait (`Retry-After`, seconds).
 pub const RETRY_AFTER_SECONDS: u64 = 5;

@@ -59,7 +59,7 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
     // Syntax first: a body that is not one JSON document (truncated, trailing bytes) is
     // malformed (400) whatever its fields would have said.
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let mut doc = match serde_path_to_error::deserialize::<_, Strict>(&mut de) {
+    let doc = match serde_path_to_error::deserialize::<_, Strict>(&mut de) {
         Ok(Strict(doc)) => doc,
         Err(e) => {
             let path = e.path().to_string();
@@ -88,7 +88,6 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
             "must not contain NUL characters (\\u0000)",
         ));
     }
-    integral_numbers(&mut doc);
     serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -103,8 +102,9 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
     })
 }
 
-/// A JSON document read into a [`serde_json::Value`], refusing an object that names a key
-/// twice (which `Value` would silently settle by keeping the last).
+/// A JSON document read into a [`serde_json::Value`] in one pass, refusing an object that
+/// names a key twice (which `Value` would silently settle by keeping the last) and reading
+/// integral numbers written with a fraction as integers.
 struct Strict(serde_json::Value);
 
 impl<'de> serde::Deserialize<'de> for Strict {
@@ -130,7 +130,14 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
         Ok(v.into())
     }
+    /// JSON (and JSON Schema's `integer`) does not tell `88` from `88.0`; serde does. A
+    /// number written with a zero fraction that a double holds exactly (|x| <= 2^53) is read
+    /// as the integer it is, so integer fields accept it; fractions stay refused there.
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            return Ok((v as i64).into());
+        }
         Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
@@ -161,25 +168,6 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
             fields.insert(key, v);
         }
         Ok(fields.into())
-    }
-}
-
-/// JSON (and JSON Schema's `integer`) does not tell `88` from `88.0`; serde does. A number
-/// written with a zero fraction that an IEEE double holds exactly (|x| <= 2^53) is read as
-/// the integer it is, so integer fields accept it; fractional values stay refused there.
-fn integral_numbers(v: &mut serde_json::Value) {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    match v {
-        serde_json::Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-                if f.fract() == 0.0 && f.abs() <= EXACT {
-                    *n = serde_json::Number::from(f as i64);
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
-        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
-        _ => {}
     }
 }
 

@@ -41,15 +41,12 @@ use tokio::time::Instant;
 use crate::http::caller::Caller;
 use crate::http::problem::Problem;
 use crate::http::query::{Count, Query};
-use crate::live::{Permit, RETRY_AFTER_SECONDS};
+use crate::live::{Permit, PAGE, RETRY_AFTER_SECONDS};
 use crate::state::AppState;
 use crate::views::EventView;
 
 /// How often an idle stream writes a comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-
-/// Events read from the store at a time while catching up.
-const PAGE: usize = 256;
 
 /// How long a client waits before reconnecting (the SSE `retry:` field), in milliseconds.
 const RETRY_MS: u64 = 2000;
