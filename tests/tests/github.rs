@@ -43,25 +43,19 @@ fn hub_signature(key: &[u8], body: &[u8]) -> String {
 }
 
 async fn deliver(app: &TestApp, delivery: &str, body: &str, signature: &str) -> Reply {
-    let r = app
-        .client
-        .post(format!("{}/v1/integrations/github/webhook", app.address))
-        .header("content-type", "application/json")
-        .header("x-github-event", "deployment_protection_rule")
-        .header("x-github-delivery", delivery)
-        .header("x-hub-signature-256", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap_or_default();
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-    }
+    app.request_bytes(
+        Method::POST,
+        "/v1/integrations/github/webhook",
+        None,
+        Some("application/json"),
+        body.as_bytes().to_vec(),
+        &[
+            ("x-github-event", "deployment_protection_rule"),
+            ("x-github-delivery", delivery),
+            ("x-hub-signature-256", signature),
+        ],
+    )
+    .await
 }
 
 fn callbacks(fake: &FakeGitHub) -> Vec<Value> {

@@ -58,27 +58,19 @@ async fn click(app: &TestApp, body: &str, ts: i64, secret: &str) -> Reply {
         "v0={}",
         sign(secret.as_bytes(), format!("v0:{ts}:{body}").as_bytes())
     );
-    let r = app
-        .client
-        .post(format!(
-            "{}/v1/integrations/slack/interactions",
-            app.address
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header("x-slack-signature", sig)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap_or_default();
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-    }
+    let ts = ts.to_string();
+    app.request_bytes(
+        Method::POST,
+        "/v1/integrations/slack/interactions",
+        None,
+        Some("application/x-www-form-urlencoded"),
+        body.as_bytes().to_vec(),
+        &[
+            ("x-slack-request-timestamp", &ts),
+            ("x-slack-signature", &sig),
+        ],
+    )
+    .await
 }
 
 async fn link(app: &TestApp, slack_user: &str, actor: &str, roles: &[&str]) {
